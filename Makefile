@@ -31,7 +31,8 @@ bench-quick: install
 	$(BIN)/python bench/online_lookup.py --quick
 
 run: install
-	$(BIN)/rickhouse demo
+	$(BIN)/rickhouse demo --port 8000
+	@echo "serving on http://127.0.0.1:8000 (Ctrl-C stops); paste the curl commands above in another shell"
 	$(BIN)/rickhouse serve --host 127.0.0.1 --port 8000
 
 clean:

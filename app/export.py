@@ -1,0 +1,288 @@
+"""POST /v1/training-export: request parsing, path safety, and the result as file or stream.
+
+The entity rows arrive as JSON columns, as an Arrow IPC stream body, or as the path of a Parquet
+file that must resolve under the store root (no `..`, no symlink out of it). Feature refs are
+checked against the applied definitions before anything reaches the offline store, so hostile
+names never get near a query. The result is written by `FeatureStore.export_training` under
+`<root>/exports/`; it is then returned as that path (JSON), or streamed back as Parquet or Arrow
+IPC and deleted. Every answer names the seq the export was taken at.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from app.catalog import Catalog
+from app.errors import ApiError, BadRequestError, NotFoundApiError
+from app.payloads import check_columns, check_refs, coerce_keys, parse_features, require_object
+from store.errors import UnknownFeatureServiceError
+
+PARQUET = "application/vnd.apache.parquet"
+ARROW = "application/vnd.apache.arrow.stream"
+EXPORTS_DIR = "exports"
+_OUT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}\.parquet$")
+ENTITY_TS = "event_timestamp"
+
+
+class ExportExistsError(ApiError):
+    status = 409
+    type = "Conflict"
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    entities: pa.Table | str  # a table, or an absolute Parquet path under the root
+    features: list[str]
+    as_of_seq: int | None
+    mode: str  # "file" | "parquet" | "arrow"
+    out_name: str | None = None
+
+
+def choose_mode(accept: str, output: Any) -> str:
+    """'file' when asked (output='file') or when the client accepts neither binary format."""
+    if output is not None and output not in ("file", "stream"):
+        raise BadRequestError(f"'output' = {output!r} is not 'file' or 'stream'")
+    accept = accept.lower()
+    if output == "file":
+        return "file"
+    if ARROW in accept:
+        return "arrow"
+    if PARQUET in accept or "application/octet-stream" in accept or output == "stream":
+        return "parquet"
+    return "file"
+
+
+def resolve_features(obj: Mapping[str, Any], catalog: Catalog) -> list[str]:
+    """Feature refs of the request (a service is expanded), each checked against the definitions."""
+    features, refs = parse_features(dict(obj), catalog)
+    if isinstance(features, str):
+        if features not in catalog.services:
+            raise UnknownFeatureServiceError(features)
+        refs = list(catalog.services[features])
+    check_refs(refs, catalog)
+    return refs
+
+
+def parse_as_of_seq(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if type(value) is not int or value < 0:
+        raise BadRequestError(f"'as_of_seq' must be a non-negative integer, got {value!r}")
+    return value
+
+
+def safe_entities_path(path: Any, root: Path) -> str:
+    """An existing Parquet file under `root` (relative paths are relative to it), else 4xx."""
+    if not isinstance(path, str) or not path or "\x00" in path:
+        raise BadRequestError("'entities_path' must be a non-empty string")
+    base = root.resolve()
+    candidate = (base / path).resolve()
+    if not candidate.is_relative_to(base):
+        raise BadRequestError(
+            f"'entities_path' {path!r} resolves outside the store root; "
+            "entity files must be under the store root"
+        )
+    if candidate.suffix.lower() != ".parquet":
+        raise BadRequestError(f"'entities_path' {path!r} is not a .parquet file")
+    if not candidate.is_file():
+        raise NotFoundApiError(f"'entities_path' {path!r}: no such file under the store root")
+    return str(candidate)
+
+
+def check_out_name(name: Any) -> str | None:
+    if name is None:
+        return None
+    if not isinstance(name, str) or not _OUT_NAME.match(name) or ".." in name:
+        raise BadRequestError(
+            f"'out' = {name!r} must be a plain file name ending in .parquet "
+            "(letters, digits, '_', '-', '.'); it is written under <root>/exports/"
+        )
+    return name
+
+
+def entities_from_columns(columns: Any, catalog: Catalog) -> pa.Table:
+    """JSON entity columns -> Arrow: join keys typed by their entity, event_timestamp parsed
+    (RFC 3339 / ISO 8601; naive = UTC), any other column (labels) inferred and passed through."""
+    check_columns(columns, "'entities'")
+    columns = coerce_keys(columns, catalog)
+    if ENTITY_TS not in columns:
+        raise BadRequestError(f"'entities' has no {ENTITY_TS!r} column (ISO 8601 timestamps)")
+    arrays: dict[str, pa.Array] = {}
+    for name, values in columns.items():
+        if name == ENTITY_TS:
+            arrays[name] = _timestamps(values)
+        elif catalog.key_dtypes.get(name) == "int64":
+            arrays[name] = pa.array(values, pa.int64())
+        elif catalog.key_dtypes.get(name) == "string":
+            arrays[name] = pa.array(values, pa.string())
+        else:
+            try:
+                arrays[name] = pa.array(values)
+            except (pa.ArrowException, TypeError, ValueError) as exc:
+                raise BadRequestError(
+                    f"'entities'[{name!r}]: mixed or unsupported values ({exc})"
+                ) from None
+    return pa.table(arrays)
+
+
+def _timestamps(values: list[Any]) -> pa.Array:
+    for i, v in enumerate(values):
+        if not isinstance(v, str):
+            raise BadRequestError(
+                f"'entities'[{ENTITY_TS!r}] row {i}: {v!r} is not an ISO 8601 timestamp string"
+            )
+    try:
+        parsed = pd.to_datetime(values, utc=True, format="ISO8601")
+    except (ValueError, TypeError) as exc:
+        raise BadRequestError(f"'entities'[{ENTITY_TS!r}]: {exc}") from None
+    return pa.array(parsed).cast(pa.timestamp("ns", tz="UTC"))
+
+
+def check_entity_keys(table: pa.Table | None, refs: list[str], catalog: Catalog) -> None:
+    """The entity table carries every join key the requested views need, and event_timestamp."""
+    if table is None:
+        return
+    names = set(table.column_names)
+    if ENTITY_TS not in names:
+        raise BadRequestError(f"the entity rows have no {ENTITY_TS!r} column")
+    for view in catalog.views_of(refs):
+        missing = [k for k in catalog.views[view].join_keys if k not in names]
+        if missing:
+            raise BadRequestError(
+                f"the entity rows lack join key(s) {missing} needed by feature view {view!r}"
+            )
+    if table.num_rows == 0:
+        raise BadRequestError("the entity rows are empty")
+
+
+def parse_json_request(obj: Any, accept: str, catalog: Catalog, root: Path) -> ExportRequest:
+    obj = require_object(obj)
+    refs = resolve_features(obj, catalog)
+    has_cols, has_path = "entities" in obj, "entities_path" in obj
+    if has_cols == has_path:
+        raise BadRequestError("send exactly one of 'entities' (JSON columns) or 'entities_path'")
+    if has_cols:
+        entities: pa.Table | str = entities_from_columns(obj["entities"], catalog)
+        check_entity_keys(entities, refs, catalog)
+    else:
+        entities = safe_entities_path(obj["entities_path"], root)
+    return ExportRequest(
+        entities=entities,
+        features=refs,
+        as_of_seq=parse_as_of_seq(obj.get("as_of_seq")),
+        mode=choose_mode(accept, obj.get("output")),
+        out_name=check_out_name(obj.get("out")),
+    )
+
+
+def parse_arrow_request(
+    body: bytes, params: Mapping[str, Any], accept: str, catalog: Catalog
+) -> ExportRequest:
+    """Arrow IPC stream body = entity rows; features etc. as query parameters."""
+    table = read_arrow_stream(body)
+    query: dict[str, Any] = {}
+    if params.get("features"):
+        query["features"] = [r for item in params["features"] for r in item.split(",") if r]
+    if params.get("feature_service"):
+        query["feature_service"] = params["feature_service"]
+    refs = resolve_features(query, catalog)
+    check_entity_keys(table, refs, catalog)
+    return ExportRequest(
+        entities=table,
+        features=refs,
+        as_of_seq=parse_as_of_seq(params.get("as_of_seq")),
+        mode=choose_mode(accept, params.get("output")),
+        out_name=check_out_name(params.get("out")),
+    )
+
+
+def read_arrow_stream(body: bytes) -> pa.Table:
+    """An Arrow IPC stream body as a table (422 when it is not one)."""
+    if not body:
+        raise BadRequestError("the request body is empty: send an Arrow IPC stream")
+    try:
+        return pa.ipc.open_stream(pa.py_buffer(body)).read_all()
+    except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
+        raise BadRequestError(f"the body is not a valid Arrow IPC stream: {exc}") from None
+
+
+def run_export(fs: Any, req: ExportRequest) -> dict[str, Any]:
+    """Blocking: write the export under <root>/exports/; returns {"seq", "rows", "path"}."""
+    out_dir = Path(fs.root) / EXPORTS_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if req.mode == "file" and req.out_name:
+        out = out_dir / req.out_name
+        if out.exists():
+            raise ExportExistsError(f"export {req.out_name!r} already exists under {out_dir}")
+    elif req.mode == "file":
+        out = out_dir / f"export-{uuid.uuid4().hex[:12]}.parquet"
+    else:
+        out = out_dir / f".stream-{uuid.uuid4().hex}.parquet"
+    if req.as_of_seq is not None and req.as_of_seq > fs.last_seq:
+        raise BadRequestError(
+            f"'as_of_seq' {req.as_of_seq} is ahead of the last committed seq {fs.last_seq}"
+        )
+    try:
+        info = fs.export_training(req.entities, req.features, str(out), as_of_seq=req.as_of_seq)
+    except BaseException:
+        if req.mode != "file" or not req.out_name:
+            out.unlink(missing_ok=True)
+        raise
+    return {"seq": int(info["seq"]), "rows": int(info["rows"]), "path": str(info.get("path", out))}
+
+
+class _Chunks:
+    """A write-only file object collecting what the IPC writer writes, taken chunk by chunk."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: Any) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def take(self) -> bytes:
+        out, self.parts = b"".join(self.parts), []
+        return out
+
+
+def arrow_chunks(path: str, batch_rows: int = 65536) -> Iterator[bytes]:
+    """Stream a Parquet file as Arrow IPC stream bytes, one record batch at a time; deletes it."""
+    try:
+        pf = pq.ParquetFile(path)
+        sink = _Chunks()
+        writer = pa.ipc.new_stream(sink, pf.schema_arrow)
+        for batch in pf.iter_batches(batch_size=batch_rows):
+            writer.write_batch(batch)
+            yield sink.take()
+        writer.close()
+        yield sink.take()
+    finally:
+        remove_quietly(path)
+
+
+def remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

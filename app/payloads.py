@@ -1,0 +1,259 @@
+"""Parsing and checking of request payloads, without pydantic: the hot path stays orjson + dicts.
+
+Every function either returns arguments ready for one FeatureStore call or raises
+`BadRequestError` / `NotFoundApiError` with a message naming the field, key or row. Pure
+functions of their inputs; safe from any thread.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, NamedTuple
+
+import orjson
+
+from app.catalog import Catalog
+from app.errors import BadRequestError, NotFoundApiError
+
+PUSH_TARGETS = ("online", "offline", "online_and_offline")
+_INT_RE = re.compile(r"^[+-]?\d{1,19}$")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def parse_json(body: bytes) -> Any:
+    """orjson.loads with a 422 that says where the JSON broke."""
+    if not body:
+        raise BadRequestError("the request body is empty: send a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequestError(f"the request body is not valid JSON: {exc}") from None
+
+
+def require_object(obj: Any, what: str = "the request body") -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise BadRequestError(f"{what} must be a JSON object, got {_kind(obj)}")
+    return obj
+
+
+def check_columns(columns: Any, what: str) -> int:
+    """Checks a columnar mapping {name: [values]}: non-empty, lists of one equal length > 0.
+
+    Returns the number of rows.
+    """
+    if not isinstance(columns, dict):
+        raise BadRequestError(
+            f"{what} must be a JSON object of columns {{name: [values, ...]}}, got {_kind(columns)}"
+        )
+    if not columns:
+        raise BadRequestError(f"{what} has no columns")
+    rows = -1
+    first = ""
+    for name, values in columns.items():
+        if not isinstance(values, list):
+            raise BadRequestError(f"{what}[{name!r}] must be a list of values, got {_kind(values)}")
+        if rows < 0:
+            rows, first = len(values), name
+        elif len(values) != rows:
+            raise BadRequestError(
+                f"{what} has lists of unequal length: {first!r} has {rows} values, "
+                f"{name!r} has {len(values)}"
+            )
+    if rows == 0:
+        raise BadRequestError(f"{what} has no rows")
+    return rows
+
+
+def coerce_keys(entities: dict[str, list], catalog: Catalog) -> dict[str, list]:
+    """Converts entity key values to their entity's type, as Feast clients send either form.
+
+    int64 keys accept JSON integers and decimal strings ("1001"); string keys accept strings and
+    integers. Anything else (bool, float, null, object) is refused naming the key and row.
+    Unknown join keys pass through; the store names them.
+    """
+    out: dict[str, list] = {}
+    for key, values in entities.items():
+        dtype = catalog.key_dtypes.get(key)
+        if dtype == "int64":
+            if not all(type(v) is int for v in values):
+                values = [_to_int(key, i, v) for i, v in enumerate(values)]
+            for i, v in enumerate(values):
+                if not _INT64_MIN <= v <= _INT64_MAX:
+                    raise BadRequestError(f"entity key {key!r} row {i}: {v} does not fit in int64")
+        elif dtype == "string":
+            if not all(type(v) is str for v in values):
+                values = [_to_str(key, i, v) for i, v in enumerate(values)]
+        out[key] = values
+    return out
+
+
+def _to_int(key: str, row: int, v: Any) -> int:
+    if type(v) is int:
+        return v
+    if type(v) is str and _INT_RE.match(v):
+        return int(v)
+    raise BadRequestError(
+        f"entity key {key!r} row {row}: {v!r} is not an int64 (send a JSON integer or a decimal string)"
+    )
+
+
+def _to_str(key: str, row: int, v: Any) -> str:
+    if type(v) is str:
+        return v
+    if type(v) is int:
+        return str(v)
+    raise BadRequestError(f"entity key {key!r} row {row}: {v!r} is not a string")
+
+
+def parse_features(obj: dict[str, Any], catalog: Catalog) -> tuple[list[str] | str, list[str]]:
+    """`features` (list of "view:feature") or `feature_service` (name).
+
+    Returns (what to pass to the store, the refs it stands for when known).
+    """
+    features = obj.get("features")
+    service = obj.get("feature_service")
+    if features is not None and service is not None:
+        raise BadRequestError("send either 'features' or 'feature_service', not both")
+    if service is not None:
+        if not isinstance(service, str) or not service:
+            raise BadRequestError(
+                f"'feature_service' must be a non-empty string, got {_kind(service)}"
+            )
+        return service, list(catalog.services.get(service, ()))
+    if features is None:
+        raise BadRequestError(
+            "missing 'features' (a list of \"view:feature\") or 'feature_service'"
+        )
+    if not isinstance(features, list) or not features:
+        raise BadRequestError(
+            f"'features' must be a non-empty list of strings, got {_kind(features)}"
+        )
+    for i, ref in enumerate(features):
+        if (
+            not isinstance(ref, str)
+            or ref.count(":") != 1
+            or ref.startswith(":")
+            or ref.endswith(":")
+        ):
+            raise BadRequestError(f"'features'[{i}] = {ref!r} is not a \"view:feature\" reference")
+    return features, features
+
+
+def check_refs(refs: list[str], catalog: Catalog) -> None:
+    """Every ref names an applied view and feature (404 naming the first that does not)."""
+    for ref in refs:
+        view, feature = ref.split(":", 1)
+        info = catalog.views.get(view)
+        if info is None:
+            raise NotFoundApiError(f"unknown feature view {view!r} in {ref!r}")
+        if feature not in info.features:
+            raise NotFoundApiError(f"feature view {view!r} has no feature {feature!r}")
+
+
+def parse_flag(obj: dict[str, Any], name: str, default: bool = False) -> bool:
+    value = obj.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise BadRequestError(f"{name!r} must be true or false, got {_kind(value)}")
+    return value
+
+
+def parse_name(obj: dict[str, Any], name: str) -> str:
+    value = obj.get(name)
+    if value is None:
+        raise BadRequestError(f"missing {name!r}")
+    if not isinstance(value, str) or not value:
+        raise BadRequestError(f"{name!r} must be a non-empty string, got {_kind(value)}")
+    return value
+
+
+class OnlineRequest(NamedTuple):
+    features: list[str] | str  # refs, or a feature service name
+    entities: dict[str, list]
+    full_feature_names: bool
+    include_metadata: bool
+    refs: list[str]  # the refs `features` stands for (empty for an unknown service)
+
+
+def parse_online_request(body: bytes, catalog: Catalog) -> OnlineRequest:
+    """POST /get-online-features body -> the arguments of one batched store call."""
+    obj = require_object(parse_json(body))
+    if "entities" not in obj:
+        raise BadRequestError("missing 'entities' (columnar: {join_key: [values, ...]})")
+    entities = obj["entities"]
+    check_columns(entities, "'entities'")
+    features, refs = parse_features(obj, catalog)
+    return OnlineRequest(
+        features,
+        coerce_keys(entities, catalog),
+        parse_flag(obj, "full_feature_names"),
+        parse_flag(obj, "include_feature_view_version_metadata"),
+        refs,
+    )
+
+
+def parse_write_request(body: bytes) -> tuple[str, dict[str, list]]:
+    """POST /write-to-online-store -> (feature view name, columnar df)."""
+    obj = require_object(parse_json(body))
+    view = parse_name(obj, "feature_view_name")
+    if "df" not in obj:
+        raise BadRequestError("missing 'df' (columnar: {column: [values, ...]})")
+    check_columns(obj["df"], "'df'")
+    return view, obj["df"]
+
+
+def parse_push_request(body: bytes) -> tuple[str, dict[str, list], str]:
+    """POST /push -> (push source name, columnar df, to)."""
+    obj = require_object(parse_json(body))
+    name = parse_name(obj, "push_source_name")
+    if "df" not in obj:
+        raise BadRequestError("missing 'df' (columnar: {column: [values, ...]})")
+    check_columns(obj["df"], "'df'")
+    to = obj.get("to", "online")
+    if to is None:
+        to = "online"
+    if to not in PUSH_TARGETS:
+        raise BadRequestError(f"'to' = {to!r} is not one of {', '.join(PUSH_TARGETS)}")
+    return name, obj["df"], to
+
+
+def records_to_columns(records: list[Any]) -> dict[str, list]:
+    """[{col: v}, ...] -> {col: [v, ...]}; a column missing from a record reads null there."""
+    if not records:
+        raise BadRequestError("the request body has no rows")
+    names: dict[str, None] = {}
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise BadRequestError(f"row {i} must be a JSON object, got {_kind(record)}")
+        for name in record:
+            names.setdefault(name, None)
+    return {name: [r.get(name) for r in records] for name in names}
+
+
+def parse_ingest_json(body: bytes) -> dict[str, list]:
+    """POST /v1/ingest/{view} with JSON: columns {col: [..]} or records [{col: v}, ...]."""
+    obj = parse_json(body)
+    if isinstance(obj, list):
+        columns = records_to_columns(obj)
+    elif isinstance(obj, dict):
+        columns = obj
+    else:
+        raise BadRequestError(
+            f"the body must be columns {{col: [values]}} or records [{{col: value}}], got {_kind(obj)}"
+        )
+    check_columns(columns, "the body")
+    return columns
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)

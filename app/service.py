@@ -1,0 +1,113 @@
+"""The open FeatureStore of a server process, its thread pools and its definitions snapshot.
+
+Blocking store calls never run on the event loop: online lookups go to a small read pool, and
+ingests, exports, audits and compactions to a separate write pool, so heavy work can never take
+the threads that online lookups need. The store itself is thread-safe (INTERNAL_API.md).
+
+Opening: `open()` tries once; if another process holds the writer lock, the service stays
+unavailable (503 everywhere, /health included) and retries in the background until it gets the
+lock. Any other failure to open propagates: a damaged store must not pretend to serve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from app.catalog import Catalog
+from app.errors import UnavailableError
+from app.settings import Settings
+from store import FeatureStore
+from store.errors import WriterLockedError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+RETRY_OPEN_S = 2.0
+
+
+class StoreService:
+    """Owns (or borrows) one FeatureStore; see the module docstring for threading."""
+
+    def __init__(self, settings: Settings, store: FeatureStore | None = None) -> None:
+        self.settings = settings
+        self._store = store
+        self._owns_store = store is None
+        self.unavailable_reason: str | None = None if store is not None else "store not open yet"
+        self.catalog = Catalog()
+        self.read_pool = ThreadPoolExecutor(settings.read_threads, thread_name_prefix="rh-read")
+        self.write_pool = ThreadPoolExecutor(settings.write_threads, thread_name_prefix="rh-write")
+        self._retry_task: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()
+        if store is not None:
+            self.refresh_catalog()
+
+    @property
+    def store(self) -> FeatureStore:
+        """The open store, or 503 naming why it is not open."""
+        store = self._store
+        if store is None:
+            raise UnavailableError(f"the store is not available: {self.unavailable_reason}")
+        return store
+
+    @property
+    def is_open(self) -> bool:
+        return self._store is not None
+
+    def refresh_catalog(self) -> None:
+        """Re-read the definitions (after open and after every apply)."""
+        self.catalog = Catalog.from_definitions(self.store.definitions())
+
+    def _open_blocking(self) -> None:
+        with self._lock:
+            if self._store is not None:
+                return
+            store = FeatureStore(
+                self.settings.root,
+                online_index=self.settings.online_index,
+                delta=self.settings.delta,
+            )
+            self._store = store
+            self.unavailable_reason = None
+            self.refresh_catalog()
+            log.info("store open at %s (last seq %s)", self.settings.root, store.last_seq)
+
+    async def open(self) -> None:
+        """Open the store off the event loop; on a held writer lock, keep retrying in the background."""
+        if self._store is not None:
+            return
+        try:
+            await self.run_write(self._open_blocking)
+        except WriterLockedError as exc:
+            self.unavailable_reason = str(exc)
+            log.error("%s; serving 503 and retrying every %.0f s", exc, RETRY_OPEN_S)
+            self._retry_task = asyncio.create_task(self._retry_open())
+
+    async def _retry_open(self) -> None:
+        while self._store is None:
+            await asyncio.sleep(RETRY_OPEN_S)
+            try:
+                await self.run_write(self._open_blocking)
+            except WriterLockedError as exc:
+                self.unavailable_reason = str(exc)
+
+    async def close(self) -> None:
+        if self._retry_task is not None:
+            self._retry_task.cancel()
+        store, self._store = self._store, None
+        self.unavailable_reason = "the server is shutting down"
+        if store is not None and self._owns_store:
+            await asyncio.get_running_loop().run_in_executor(None, store.close)
+        self.read_pool.shutdown(wait=False)
+        self.write_pool.shutdown(wait=True)
+
+    async def run_read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a short blocking call (an online lookup) in the read pool."""
+        return await asyncio.get_running_loop().run_in_executor(self.read_pool, fn, *args)
+
+    async def run_write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a long blocking call (ingest, export, audit, compaction) in the write pool."""
+        return await asyncio.get_running_loop().run_in_executor(self.write_pool, fn, *args)

@@ -1,0 +1,87 @@
+"""Server settings, read from the environment. The only module of rickhouse that reads it.
+
+`Settings.from_env()` is called once per process (the CLI and the server); the result is a frozen
+dataclass, safe to share between threads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_ROOT = "./rickhouse_data"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value that cannot be used; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server can be configured with.
+
+    root: the store root (one writer process per root).
+    host, port: where `rickhouse serve` listens; 127.0.0.1 by default (not exposed).
+    api_token: when set, every endpoint but /health requires `Authorization: Bearer <token>`.
+    max_body_bytes: larger request bodies get 413 before they are parsed. Arrow ingest batches of
+        ~1M narrow rows fit in the default; raise it for wider batches.
+    read_threads: threads serving online lookups. Lookups are short; a few threads keep the
+        event loop free without oversubscribing 2 cores.
+    write_threads: threads for ingests, exports, audits, compactions. Kept apart from the read
+        pool so heavy work can never take every thread an online lookup needs.
+    online_index, delta: passed to FeatureStore (learned-index mode and PLR error bound).
+    log_level: uvicorn and rickhouse logging level.
+    """
+
+    root: Path = Path(DEFAULT_ROOT)
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    api_token: str | None = None
+    max_body_bytes: int = 256 * 1024 * 1024
+    read_threads: int = 4
+    write_threads: int = 4
+    online_index: str = "auto"
+    delta: int = 8
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Settings from RICKHOUSE_* variables; `overrides` (not None) win over the environment."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {
+            "root": Path(env.get("RICKHOUSE_ROOT", DEFAULT_ROOT)),
+            "host": env.get("RICKHOUSE_HOST", DEFAULT_HOST),
+            "port": _int(env, "RICKHOUSE_PORT", DEFAULT_PORT, 1, 65535),
+            "api_token": env.get("RICKHOUSE_API_TOKEN") or None,
+            "max_body_bytes": _int(env, "RICKHOUSE_MAX_BODY_BYTES", cls.max_body_bytes, 1, 2**40),
+            "read_threads": _int(env, "RICKHOUSE_READ_THREADS", cls.read_threads, 1, 256),
+            "write_threads": _int(env, "RICKHOUSE_WRITE_THREADS", cls.write_threads, 1, 256),
+            "online_index": env.get("RICKHOUSE_ONLINE_INDEX", cls.online_index),
+            "delta": _int(env, "RICKHOUSE_DELTA", cls.delta, 1, 1 << 20),
+            "log_level": env.get("RICKHOUSE_LOG_LEVEL", cls.log_level).lower(),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if isinstance(values["root"], str):
+            values["root"] = Path(values["root"])
+        if values["online_index"] not in ("auto", "block", "learned"):
+            raise SettingsError(
+                f"RICKHOUSE_ONLINE_INDEX={values['online_index']!r}: use auto, block or learned"
+            )
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name}={value} is outside [{low}, {high}]")
+    return value

@@ -1,0 +1,51 @@
+"""app/settings.py: settings come from RICKHOUSE_* variables, with clear errors."""
+
+from pathlib import Path
+
+import pytest
+
+from app.settings import Settings, SettingsError
+
+
+def test_defaults_without_environment() -> None:
+    s = Settings.from_env({})
+    assert s.root == Path("./rickhouse_data")
+    assert (s.host, s.port, s.api_token) == ("127.0.0.1", 8000, None)
+    assert s.max_body_bytes > 1 << 20
+
+
+def test_environment_values_are_read() -> None:
+    s = Settings.from_env(
+        {
+            "RICKHOUSE_ROOT": "/tmp/x",
+            "RICKHOUSE_HOST": "0.0.0.0",
+            "RICKHOUSE_PORT": "9001",
+            "RICKHOUSE_API_TOKEN": "s3cret",
+            "RICKHOUSE_MAX_BODY_BYTES": "1024",
+        }
+    )
+    assert s.root == Path("/tmp/x")
+    assert (s.host, s.port, s.api_token, s.max_body_bytes) == ("0.0.0.0", 9001, "s3cret", 1024)
+
+
+def test_overrides_win_and_none_overrides_are_ignored() -> None:
+    s = Settings.from_env({"RICKHOUSE_PORT": "9001"}, port=9002, host=None, root="/tmp/y")
+    assert s.port == 9002 and s.host == "127.0.0.1" and s.root == Path("/tmp/y")
+
+
+def test_empty_token_means_no_auth() -> None:
+    assert Settings.from_env({"RICKHOUSE_API_TOKEN": ""}).api_token is None
+
+
+@pytest.mark.parametrize(
+    "env, fragment",
+    [
+        ({"RICKHOUSE_PORT": "http"}, "RICKHOUSE_PORT"),
+        ({"RICKHOUSE_PORT": "70000"}, "RICKHOUSE_PORT"),
+        ({"RICKHOUSE_MAX_BODY_BYTES": "-1"}, "RICKHOUSE_MAX_BODY_BYTES"),
+        ({"RICKHOUSE_ONLINE_INDEX": "magic"}, "RICKHOUSE_ONLINE_INDEX"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict, fragment: str) -> None:
+    with pytest.raises(SettingsError, match=fragment):
+        Settings.from_env(env)
