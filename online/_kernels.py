@@ -1,0 +1,391 @@
+"""numba kernels of the engine: hashing, bloom filters, sstable and memtable lookups, PLR fitting,
+merging. Pure functions over numpy arrays, `@njit(cache=True, nogil=True)`; the typed wrappers live
+beside the structures that own the arrays (bloom.py, plr.py, sstable.py, memtable.py, merge.py).
+
+Records are (n, rowwords) int64 arrays (see schema.py); words 0, 1, 2 are event_ts, created_ts, seq.
+Lookups advance GROUP keys in lockstep, one search step for each before the next, so that their
+cache misses overlap instead of queueing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+GROUP = 16  # keys advanced in lockstep by the lookup kernels
+BLOOM_K = 6  # probes per key, all inside one 512-bit block — on-disk format is rebuilt, not stored
+_GOLD = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_SALT = np.uint64(0x5851F42D4C957F2D)
+_S30 = np.uint64(30)
+_S27 = np.uint64(27)
+_S31 = np.uint64(31)
+_S6 = np.uint64(6)
+_S9 = np.uint64(9)
+_M63 = np.uint64(63)
+_M511 = np.uint64(511)
+_ONE = np.uint64(1)
+MODE_BLOCK = 0
+MODE_LEARNED = 1
+
+
+@njit(cache=True, nogil=True)
+def mix64(x):
+    """splitmix64 finalizer: a bijective 64-bit hash."""
+    x = x + _GOLD
+    x = (x ^ (x >> _S30)) * _M1
+    x = (x ^ (x >> _S27)) * _M2
+    return x ^ (x >> _S31)
+
+
+# ---- bloom filter ---------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def bloom_build(keys, words):
+    """Set the bits of every key; words: uint64 zeros, a multiple of 8 long (512-bit blocks)."""
+    nb = np.uint64(words.shape[0] // 8)
+    for i in range(keys.shape[0]):
+        h = mix64(keys[i])
+        blk = np.int64(h % nb) * 8
+        h2 = mix64(h ^ _SALT)
+        for _j in range(BLOOM_K):
+            bit = h2 & _M511
+            h2 = h2 >> _S9
+            words[blk + np.int64(bit >> _S6)] |= _ONE << (bit & _M63)
+
+
+@njit(cache=True, nogil=True)
+def bloom_check(words, key):
+    nb = np.uint64(words.shape[0] // 8)
+    h = mix64(key)
+    blk = np.int64(h % nb) * 8
+    h2 = mix64(h ^ _SALT)
+    for _j in range(BLOOM_K):
+        bit = h2 & _M511
+        h2 = h2 >> _S9
+        if words[blk + np.int64(bit >> _S6)] & (_ONE << (bit & _M63)) == 0:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def bloom_check_many(words, keys, out):
+    for i in range(keys.shape[0]):
+        out[i] = bloom_check(words, keys[i])
+
+
+# ---- searching ------------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def _lockstep(arr, base, cnt, qk, gn):
+    """For each g with cnt[g] > 1: narrow [base, base+cnt) to the last index whose value <= qk[g]
+    (assuming arr[base] <= qk[g]); all keys of the group advance one step per round."""
+    active = True
+    while active:
+        active = False
+        for g in range(gn):
+            c = cnt[g]
+            if c > 1:
+                h = c >> 1
+                if arr[base[g] + h] <= qk[g]:
+                    base[g] += h
+                c -= h
+                cnt[g] = c
+                if c > 1:
+                    active = True
+
+
+@njit(cache=True, nogil=True)
+def table_lookup(
+    q, todo, ntodo, tkeys, recs, mode, fences, fstride, seg_keys, seg_slope, seg_base,
+    radix, rshift, delta, bloom, use_bloom, out, found, src, pos, srcid,
+):  # fmt: skip
+    """Look up q[todo[:ntodo]] in one sstable (sorted unique tkeys, records recs).
+
+    Found keys: their record is copied to out[i], found[i] = True, src[i] = srcid, pos[i] = its
+    position. Unfound indices are compacted to the front of todo; returns how many remain.
+    mode MODE_BLOCK uses fences (every fstride-th key); MODE_LEARNED uses the PLR segments
+    (start keys, slopes, start positions) found through radix over the top bits of key - min.
+    """
+    nk = tkeys.shape[0]
+    kmin = tkeys[0]
+    kmax = tkeys[nk - 1]
+    nf = fences.shape[0]
+    width = recs.shape[1]
+    base = np.empty(GROUP, np.int64)
+    cnt = np.empty(GROUP, np.int64)
+    qk = np.empty(GROUP, np.uint64)
+    qi = np.empty(GROUP, np.int64)
+    ok = np.empty(GROUP, np.bool_)
+    rem = 0
+    for g0 in range(0, ntodo, GROUP):
+        gn = min(GROUP, ntodo - g0)
+        for g in range(gn):
+            i = todo[g0 + g]
+            qi[g] = i
+            k = q[i]
+            qk[g] = k
+            good = k >= kmin and k <= kmax
+            if good and use_bloom:
+                good = bloom_check(bloom, k)
+            ok[g] = good
+            cnt[g] = 0
+            base[g] = 0
+        if mode == MODE_BLOCK:
+            for g in range(gn):
+                if ok[g]:
+                    cnt[g] = nf
+            _lockstep(fences, base, cnt, qk, gn)
+            for g in range(gn):
+                if ok[g]:
+                    b = base[g] * fstride
+                    base[g] = b
+                    cnt[g] = min(fstride, nk - b)
+        else:
+            for g in range(gn):
+                if ok[g]:
+                    p = np.int64((qk[g] - kmin) >> rshift)
+                    s0 = max(radix[p] - 1, 0)
+                    base[g] = s0
+                    cnt[g] = max(radix[p + 1] - s0, 1)
+            _lockstep(seg_keys, base, cnt, qk, gn)
+            for g in range(gn):
+                if ok[g]:
+                    s = base[g]
+                    pred = seg_base[s] + seg_slope[s] * np.float64(qk[g] - seg_keys[s])
+                    lo = np.int64(np.floor(pred - delta))
+                    hi = np.int64(np.floor(pred + delta)) + 2
+                    lo = max(0, min(lo, nk - 1))
+                    hi = max(lo + 1, min(hi, nk))
+                    base[g] = lo
+                    cnt[g] = hi - lo
+        _lockstep(tkeys, base, cnt, qk, gn)
+        for g in range(gn):
+            i = qi[g]
+            p = base[g]
+            if ok[g] and tkeys[p] == qk[g]:
+                for w in range(width):
+                    out[i, w] = recs[p, w]
+                found[i] = True
+                src[i] = srcid
+                pos[i] = p
+            else:
+                todo[rem] = i
+                rem += 1
+    return rem
+
+
+@njit(cache=True, nogil=True)
+def binary_search_many(tkeys, q, out):
+    """Baseline for the benchmark: out[i] = position of q[i] in sorted tkeys or -1, GROUP keys in
+    lockstep (a plain numba binary search over the whole array, no index)."""
+    nk = tkeys.shape[0]
+    base = np.empty(GROUP, np.int64)
+    cnt = np.empty(GROUP, np.int64)
+    qk = np.empty(GROUP, np.uint64)
+    n = q.shape[0]
+    for g0 in range(0, n, GROUP):
+        gn = min(GROUP, n - g0)
+        for g in range(gn):
+            qk[g] = q[g0 + g]
+            base[g] = 0
+            cnt[g] = nk if qk[g] >= tkeys[0] else 0
+        _lockstep(tkeys, base, cnt, qk, gn)
+        for g in range(gn):
+            p = base[g]
+            out[g0 + g] = p if nk > 0 and tkeys[p] == qk[g] else -1
+
+
+# ---- PLR --------------------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def plr_fit(keys, delta, seg_keys, seg_slope, seg_base):
+    """Greedy PLR (shrinking cone): each segment starts at a key, and its slope is kept inside the
+    cone of slopes that predict every later key of the segment within delta; a key that empties
+    the cone starts the next segment. Writes the segments, returns their count. keys: sorted,
+    unique. The caller passes delta slightly below the bound it promises, to absorb rounding."""
+    n = keys.shape[0]
+    ns = 0
+    i = 0
+    while i < n:
+        x0 = keys[i]
+        lo = 0.0
+        hi = np.inf
+        j = i + 1
+        while j < n:
+            dx = np.float64(keys[j] - x0)
+            dy = np.float64(j - i)
+            slo = (dy - delta) / dx
+            shi = (dy + delta) / dx
+            nlo = max(lo, slo)
+            nhi = min(hi, shi)
+            if nlo > nhi:
+                break
+            lo = nlo
+            hi = nhi
+            j += 1
+        seg_keys[ns] = x0
+        seg_slope[ns] = (lo + hi) * 0.5 if hi < np.inf else 0.0
+        seg_base[ns] = np.float64(i)
+        ns += 1
+        i = j
+    return ns
+
+
+@njit(cache=True, nogil=True)
+def plr_predict(seg_keys, seg_slope, seg_base, q, out):
+    """out[i] = predicted position of q[i] (the arithmetic of table_lookup); q[i] >= seg_keys[0]."""
+    ns = seg_keys.shape[0]
+    for i in range(q.shape[0]):
+        lo = 0
+        hi = ns
+        while hi - lo > 1:
+            mid = (lo + hi) >> 1
+            if seg_keys[mid] <= q[i]:
+                lo = mid
+            else:
+                hi = mid
+        out[i] = seg_base[lo] + seg_slope[lo] * np.float64(q[i] - seg_keys[lo])
+
+
+# ---- memtable -------------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def mem_insert(hkeys, hslots, slot_keys, recs, nrows, bkeys, brecs, rows, out_slot):
+    """Insert batch rows `rows` (their keys unique) into the hash table (linear probing, capacity
+    a power of two, empty slot = -1). A row replaces the stored one when its (event_ts,
+    created_ts) >= the stored pair (it has the larger seq, so it wins ties); otherwise it is
+    dropped (out_slot = -1). Returns the new row count."""
+    mask = np.uint64(hkeys.shape[0] - 1)
+    width = recs.shape[1]
+    for r in range(rows.shape[0]):
+        b = rows[r]
+        k = bkeys[b]
+        h = np.int64(mix64(k) & mask)
+        while hslots[h] != -1 and hkeys[h] != k:
+            h = np.int64((np.uint64(h) + _ONE) & mask)
+        s = hslots[h]
+        if s == -1:
+            s = nrows
+            nrows += 1
+            hkeys[h] = k
+            hslots[h] = s
+            slot_keys[s] = k
+        elif brecs[b, 0] < recs[s, 0] or (brecs[b, 0] == recs[s, 0] and brecs[b, 1] < recs[s, 1]):
+            out_slot[r] = -1
+            continue
+        for w in range(width):
+            recs[s, w] = brecs[b, w]
+        out_slot[r] = s
+    return nrows
+
+
+@njit(cache=True, nogil=True)
+def mem_rehash(slot_keys, nrows, hkeys, hslots):
+    """Rebuild the hash table (hslots all -1) from slot_keys[:nrows]."""
+    mask = np.uint64(hkeys.shape[0] - 1)
+    for s in range(nrows):
+        k = slot_keys[s]
+        h = np.int64(mix64(k) & mask)
+        while hslots[h] != -1:
+            h = np.int64((np.uint64(h) + _ONE) & mask)
+        hkeys[h] = k
+        hslots[h] = s
+
+
+@njit(cache=True, nogil=True)
+def mem_lookup(q, todo, ntodo, hkeys, hslots, recs, out, found, src, pos, srcid):
+    """Memtable counterpart of table_lookup (same outputs and todo compaction)."""
+    mask = np.uint64(hkeys.shape[0] - 1)
+    width = recs.shape[1]
+    rem = 0
+    for j in range(ntodo):
+        i = todo[j]
+        k = q[i]
+        h = np.int64(mix64(k) & mask)
+        while hslots[h] != -1 and hkeys[h] != k:
+            h = np.int64((np.uint64(h) + _ONE) & mask)
+        s = hslots[h]
+        if s == -1:
+            todo[rem] = i
+            rem += 1
+        else:
+            for w in range(width):
+                out[i, w] = recs[s, w]
+            found[i] = True
+            src[i] = srcid
+            pos[i] = s
+    return rem
+
+
+# ---- batches and merges -----------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def latest_in_batch(keys, order, ev, cr, out):
+    """order: a stable argsort of keys. For each distinct key write the index of its latest row
+    under (event_ts, created_ts, position) to out, in key order; returns how many."""
+    n = order.shape[0]
+    m = 0
+    j = 0
+    while j < n:
+        best = order[j]
+        k = keys[best]
+        j += 1
+        while j < n and keys[order[j]] == k:
+            r = order[j]
+            if ev[r] > ev[best] or (ev[r] == ev[best] and cr[r] >= cr[best]):
+                best = r
+            j += 1
+        out[m] = best
+        m += 1
+    return m
+
+
+@njit(cache=True, nogil=True)
+def merge_two(ka, ga, kb, gb, hdr, outk, outg):
+    """Merge sorted unique runs a (newer) and b (older) of keys with global row ids; on equal keys
+    keep the row with the larger (event_ts, created_ts, seq) of hdr[gid], a on ties. Returns the
+    merged length."""
+    na = ka.shape[0]
+    nb = kb.shape[0]
+    i = 0
+    j = 0
+    m = 0
+    while i < na and j < nb:
+        if ka[i] < kb[j]:
+            outk[m] = ka[i]
+            outg[m] = ga[i]
+            i += 1
+        elif kb[j] < ka[i]:
+            outk[m] = kb[j]
+            outg[m] = gb[j]
+            j += 1
+        else:
+            a = ga[i]
+            b = gb[j]
+            older_wins = hdr[b, 0] > hdr[a, 0] or (
+                hdr[b, 0] == hdr[a, 0]
+                and (hdr[b, 1] > hdr[a, 1] or (hdr[b, 1] == hdr[a, 1] and hdr[b, 2] > hdr[a, 2]))
+            )
+            outk[m] = ka[i]
+            outg[m] = b if older_wins else a
+            i += 1
+            j += 1
+        m += 1
+    while i < na:
+        outk[m] = ka[i]
+        outg[m] = ga[i]
+        i += 1
+        m += 1
+    while j < nb:
+        outk[m] = kb[j]
+        outg[m] = gb[j]
+        j += 1
+        m += 1
+    return m

@@ -1,0 +1,78 @@
+"""TreeOptions: the knobs of one LSM tree. Frozen; validated on construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from online.errors import OnlineError
+
+__all__ = ["TreeOptions", "INDEX_MODES"]
+
+INDEX_MODES = ("block", "learned", "auto")
+
+
+@dataclass(frozen=True)
+class TreeOptions:
+    """Options of an `LSMTree`.
+
+    index: "block" (fence pointers per 4 KiB of records), "learned" (Greedy-PLR for every sstable)
+        or "auto" (Bourbon's cost-benefit analyzer decides per sstable).
+    delta: PLR error bound; a smaller delta means a shorter last-mile search but more segments.
+    memtable_bytes: memtable size that triggers a flush; larger means fewer L0 files but more memory
+        and longer replay after a crash.
+    l0_trigger: number of L0 sstables that triggers an L0 -> L1 compaction; more files means cheaper
+        writes but more sstables per lookup.
+    size_ratio: capacity ratio between consecutive levels (L(n+1) = size_ratio x Ln).
+    level1_bytes: capacity of L1; deeper levels grow by `size_ratio`.
+    t_wait_s: the analyzer considers an sstable only after it has lived this long (Bourbon's T_wait):
+        short-lived sstables are not worth a model.
+    background: run flushes, compactions and the analyzer in a background thread; when False they
+        run synchronously inside write()/flush()/compact()/analyze().
+    bloom_bits_per_key: bloom filter size; 10 bits give about 1% false positives.
+    bloom_last_level: also consult the bloom filter of the deepest level. Off by default (RocksDB's
+        optimize_filters_for_hits): a key that reaches the last level is usually there.
+    verify_checksums: check every sstable's CRC32C when it is opened (costs a read of the file).
+    max_immutable: writers wait while this many frozen memtables are waiting for their flush.
+    build_ns_per_key_prior: analyzer's build-cost estimate until a model has been built.
+    learned_saving_prior: analyzer's estimate of the fraction of lookup time a model saves, until
+        both kinds of lookups have been measured on the level.
+    """
+
+    index: str = "auto"
+    delta: int = 8
+    memtable_bytes: int = 64 << 20
+    l0_trigger: int = 4
+    size_ratio: int = 10
+    level1_bytes: int = 256 << 20
+    t_wait_s: float = 1.0
+    background: bool = True
+    bloom_bits_per_key: int = 10
+    bloom_last_level: bool = False
+    verify_checksums: bool = True
+    max_immutable: int = 2
+    build_ns_per_key_prior: float = 40.0
+    learned_saving_prior: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.index not in INDEX_MODES:
+            raise OnlineError(f"TreeOptions.index must be one of {INDEX_MODES}, got {self.index!r}")
+        if not 1 <= self.delta <= 1 << 20:
+            raise OnlineError(f"TreeOptions.delta must be in [1, 2^20], got {self.delta}")
+        if self.memtable_bytes < 1:
+            raise OnlineError(
+                f"TreeOptions.memtable_bytes must be positive, got {self.memtable_bytes}"
+            )
+        if self.l0_trigger < 1:
+            raise OnlineError(f"TreeOptions.l0_trigger must be >= 1, got {self.l0_trigger}")
+        if self.size_ratio < 2:
+            raise OnlineError(f"TreeOptions.size_ratio must be >= 2, got {self.size_ratio}")
+        if self.level1_bytes < 1:
+            raise OnlineError(f"TreeOptions.level1_bytes must be positive, got {self.level1_bytes}")
+        if self.t_wait_s < 0:
+            raise OnlineError(f"TreeOptions.t_wait_s must be >= 0, got {self.t_wait_s}")
+        if self.bloom_bits_per_key < 1:
+            raise OnlineError(
+                f"TreeOptions.bloom_bits_per_key must be >= 1, got {self.bloom_bits_per_key}"
+            )
+        if self.max_immutable < 1:
+            raise OnlineError(f"TreeOptions.max_immutable must be >= 1, got {self.max_immutable}")

@@ -1,0 +1,64 @@
+"""PLRModel: Greedy piecewise linear regression over an sstable's sorted keys (Bourbon's learned
+index) and the radix table that finds a key's segment.
+
+Contract: for every key of the table, |predict(key) - position| <= delta. A lookup searches only
+[predict - delta, predict + delta]. Fitting is separate from searching (the search is part of
+`_kernels.table_lookup`). Immutable after build; safe to read from any thread.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from online import _kernels as K
+
+__all__ = ["PLRModel"]
+
+_FIT_MARGIN = 1e-6  # fit to delta*(1 - margin) so float rounding can never exceed delta
+MAX_RADIX_BITS = 22  # cap of the radix table (4 MiB of int32)
+
+
+class PLRModel:
+    """Segments (start key, slope, start position) plus a radix table (int32) over the top bits of
+    `key - min_key`: radix[p] = first segment whose start has prefix >= p."""
+
+    def __init__(self, keys: np.ndarray, delta: int = 8) -> None:
+        """keys: sorted ascending, unique uint64, at least one."""
+        if len(keys) == 0:
+            raise ValueError("PLRModel needs at least one key")
+        t0 = time.perf_counter_ns()
+        self.delta = int(delta)
+        n = len(keys)
+        sk = np.empty(n, dtype=np.uint64)
+        sl = np.empty(n, dtype=np.float64)
+        sb = np.empty(n, dtype=np.float64)
+        ns = K.plr_fit(keys, float(delta) * (1.0 - _FIT_MARGIN), sk, sl, sb)
+        self.seg_keys = sk[:ns].copy()
+        self.seg_slope = sl[:ns].copy()
+        self.seg_base = sb[:ns].copy()
+        self.min_key = int(keys[0])
+        span = int(keys[-1]) - self.min_key
+        bits = min(MAX_RADIX_BITS, max(0, int(ns - 1).bit_length()))
+        self.shift = max(0, span.bit_length() - bits)
+        prefixes = (self.seg_keys - np.uint64(self.min_key)) >> np.uint64(self.shift)
+        nprefix = (span >> self.shift) + 2
+        self.radix = np.searchsorted(prefixes, np.arange(nprefix, dtype=np.uint64)).astype(np.int32)
+        self.build_ns = time.perf_counter_ns() - t0
+
+    @property
+    def segments(self) -> int:
+        return len(self.seg_keys)
+
+    @property
+    def nbytes(self) -> int:
+        """Model size in memory: 24 bytes per segment + 4 bytes per radix entry."""
+        return 24 * self.segments + 4 * len(self.radix)
+
+    def predict(self, q: np.ndarray) -> np.ndarray:
+        """Predicted positions (float64) of q (each >= the first key), as the lookup computes them."""
+        q = np.ascontiguousarray(q, dtype=np.uint64)
+        out = np.empty(len(q), dtype=np.float64)
+        K.plr_predict(self.seg_keys, self.seg_slope, self.seg_base, q, out)
+        return out

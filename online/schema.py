@@ -1,0 +1,251 @@
+"""Field and the fixed-width record layout of a row.
+
+A row's fixed-width part is one record of `rowbytes` bytes (a multiple of 8):
+
+    offset 0   event_ts   int64   |  HEADER_BYTES = 24: on-disk format, do not change
+    offset 8   created_ts int64   |
+    offset 16  seq        int64   |
+    offset 24  valid bitmap, ceil(nfields / 8) bytes, bit i set = field i present
+    then each non-string field at its natural alignment, in declaration order.
+
+Strings live outside the record (an Arrow string column beside the records, indexed by the record's
+position); the record only carries their valid bit. Because fields are only ever appended, an old
+layout converts to a new one by copying fields (`Layout.convert`): appended fields read null.
+Immutable; safe to share between threads.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from online.errors import OnlineError
+
+__all__ = ["Field", "Layout", "HEADER_BYTES"]
+
+HEADER_BYTES = 24  # event_ts, created_ts, seq (int64 each) — on-disk format, do not change
+_SCALARS = {
+    "int32": (np.dtype(np.int32), pa.int32()),
+    "int64": (np.dtype(np.int64), pa.int64()),
+    "float32": (np.dtype(np.float32), pa.float32()),
+    "float64": (np.dtype(np.float64), pa.float64()),
+    "bool": (np.dtype(np.bool_), pa.bool_()),
+    "timestamp": (np.dtype(np.int64), pa.timestamp("ns", tz="UTC")),
+}
+_VECTOR = re.compile(r"^float32\[(\d+)\]$")
+
+
+@dataclass(frozen=True)
+class Field:
+    """A feature: `name` and `dtype`, one of int32 int64 float32 float64 bool string timestamp
+    float32[N] (N >= 1)."""
+
+    name: str
+    dtype: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise OnlineError(f"Field name must be a non-empty string, got {self.name!r}")
+        if self.dtype not in _SCALARS and self.dtype != "string" and not self.vector_width:
+            raise OnlineError(
+                f"field {self.name!r}: unknown dtype {self.dtype!r}; expected one of "
+                "int32 int64 float32 float64 bool string timestamp float32[N]"
+            )
+
+    @property
+    def vector_width(self) -> int:
+        """N for float32[N], else 0."""
+        m = _VECTOR.match(self.dtype) if isinstance(self.dtype, str) else None
+        return int(m.group(1)) if m and int(m.group(1)) >= 1 else 0
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        if self.dtype == "string":
+            return pa.large_string()
+        if self.vector_width:
+            return pa.list_(pa.float32(), self.vector_width)
+        return _SCALARS[self.dtype][1]
+
+
+class Layout:
+    """Offsets of the fields of a schema inside a record (see module docstring)."""
+
+    def __init__(self, fields: Sequence[Field]) -> None:
+        names = [f.name for f in fields]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise OnlineError(f"duplicate field names: {dupes}")
+        self.fields: tuple[Field, ...] = tuple(fields)
+        self.nfields = len(self.fields)
+        self.bitmap_bytes = (self.nfields + 7) // 8
+        off = HEADER_BYTES + self.bitmap_bytes
+        self.offsets: list[int] = []
+        self.sizes: list[int] = []
+        names_, formats, offsets = ["event_ts", "created_ts", "seq"], ["<i8"] * 3, [0, 8, 16]
+        for i, f in enumerate(self.fields):
+            if f.dtype == "string":
+                self.offsets.append(-1)
+                self.sizes.append(0)
+                continue
+            if f.vector_width:
+                item, size, fmt = 4, 4 * f.vector_width, (np.float32, (f.vector_width,))
+            else:
+                dt = _SCALARS[f.dtype][0]
+                item, size, fmt = dt.itemsize, dt.itemsize, dt
+            off = (off + item - 1) // item * item
+            self.offsets.append(off)
+            self.sizes.append(size)
+            names_.append(f"f{i}")
+            formats.append(fmt)
+            offsets.append(off)
+            off += size
+        self.rowbytes = max(8, (off + 7) // 8 * 8)
+        self.rowwords = self.rowbytes // 8
+        self.struct = np.dtype(
+            {"names": names_, "formats": formats, "offsets": offsets, "itemsize": self.rowbytes}
+        )
+        self.index = {f.name: i for i, f in enumerate(self.fields)}
+        self.string_fields = [i for i, f in enumerate(self.fields) if f.dtype == "string"]
+
+    def field_index(self, name: str) -> int:
+        try:
+            return self.index[name]
+        except KeyError:
+            raise OnlineError(
+                f"unknown feature {name!r}; the tree has {[f.name for f in self.fields]}"
+            ) from None
+
+    # ---- building records -------------------------------------------------------------------
+
+    def pack(
+        self,
+        event_ts: np.ndarray,
+        created_ts: np.ndarray,
+        seq: int,
+        features: pa.RecordBatch | pa.Table,
+    ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """Pack a batch into records.
+
+        Returns (records: (n, rowwords) int64, strings: {field index: object array of str/None}).
+        Raises OnlineError naming the column when a field is missing or has the wrong type.
+        """
+        n = len(event_ts)
+        if features.num_rows != n:
+            raise OnlineError(f"features have {features.num_rows} rows but keys have {n}")
+        rec = np.zeros(n, dtype=self.struct)
+        rec["event_ts"] = event_ts
+        rec["created_ts"] = created_ts
+        rec["seq"] = seq
+        valid = np.zeros((n, max(1, self.bitmap_bytes * 8)), dtype=np.bool_)
+        strings: dict[int, np.ndarray] = {}
+        cols = set(features.schema.names)
+        for i, f in enumerate(self.fields):
+            if f.name not in cols:
+                raise OnlineError(f"features lack column {f.name!r} (dtype {f.dtype})")
+            col = features.column(f.name)
+            if isinstance(col, pa.ChunkedArray):
+                col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+            valid[:, i] = _validity(col)
+            if f.dtype == "string":
+                strings[i] = _strings(col, f)
+            else:
+                rec[f"f{i}"] = _values(col, f, n)
+        u8 = rec.view(np.uint8).reshape(n, self.rowbytes)
+        if self.bitmap_bytes:
+            bits = np.packbits(valid, axis=1, bitorder="little")[:, : self.bitmap_bytes]
+            u8[:, HEADER_BYTES : HEADER_BYTES + self.bitmap_bytes] = bits
+        return rec.view(np.int64).reshape(n, self.rowwords), strings
+
+    # ---- reading records --------------------------------------------------------------------
+
+    def values(self, records: np.ndarray, name: str) -> np.ndarray:
+        """Copy of field `name` from (n, rowwords) int64 records; see LookupResult.values."""
+        i = self.field_index(name)
+        if self.fields[i].dtype == "string":
+            raise OnlineError(f"field {name!r} is a string; it is not stored in the record")
+        out = records.view(self.struct)[:, 0][f"f{i}"]
+        return np.array(out, copy=True)
+
+    def valid(self, records: np.ndarray, name: str) -> np.ndarray:
+        """Valid bits of field `name`: (n,) bool."""
+        i = self.field_index(name)
+        u8 = records.view(np.uint8)
+        return (u8[:, HEADER_BYTES + i // 8] >> (i % 8)) & 1 == 1
+
+    def convert(self, old: Layout, records: np.ndarray) -> np.ndarray:
+        """Records of the older layout `old` (whose fields are a prefix of ours) in this layout."""
+        if old.fields != self.fields[: old.nfields]:
+            raise OnlineError("cannot convert records: the old fields are not a prefix of the new")
+        n = records.shape[0]
+        src = records.view(np.uint8)
+        out = np.zeros((n, self.rowbytes), dtype=np.uint8)
+        out[:, : HEADER_BYTES + old.bitmap_bytes] = src[:, : HEADER_BYTES + old.bitmap_bytes]
+        for i in range(old.nfields):
+            if old.sizes[i]:
+                a, b = old.offsets[i], self.offsets[i]
+                out[:, b : b + old.sizes[i]] = src[:, a : a + old.sizes[i]]
+        return out.view(np.int64).reshape(n, self.rowwords)
+
+    def to_json(self) -> list[list[str]]:
+        return [[f.name, f.dtype] for f in self.fields]
+
+
+def _validity(col: pa.Array) -> np.ndarray:
+    if col.null_count == 0:
+        return np.ones(len(col), dtype=np.bool_)
+    return col.is_valid().to_numpy(zero_copy_only=False)
+
+
+def _type_error(f: Field, col: pa.Array) -> OnlineError:
+    return OnlineError(f"column {f.name!r}: expected {f.dtype}, got Arrow type {col.type}")
+
+
+def _values(col: pa.Array, f: Field, n: int) -> np.ndarray:
+    t = col.type
+    if f.vector_width:
+        w = f.vector_width
+        if not (pa.types.is_fixed_size_list(t) and t.list_size == w) and not (
+            pa.types.is_list(t) or pa.types.is_large_list(t)
+        ):
+            raise _type_error(f, col)
+        if not pa.types.is_fixed_size_list(t):
+            col = col.cast(pa.list_(pa.float32(), w))
+        child = col.values.slice(col.offset * w, n * w)
+        if not pa.types.is_float32(child.type):
+            child = child.cast(pa.float32())
+        vals = child.fill_null(0).to_numpy(zero_copy_only=False)
+        return vals.reshape(n, w)
+    if f.dtype == "bool":
+        if not pa.types.is_boolean(t):
+            raise _type_error(f, col)
+        return col.fill_null(False).to_numpy(zero_copy_only=False)
+    if f.dtype == "timestamp":
+        if pa.types.is_timestamp(t):
+            if t.unit != "ns":
+                col = col.cast(pa.timestamp("ns", tz=t.tz))
+            col = col.view(pa.int64())
+        elif not pa.types.is_int64(t):
+            raise _type_error(f, col)
+        return col.fill_null(0).to_numpy(zero_copy_only=False)
+    want = _SCALARS[f.dtype][1]
+    if t != want:
+        ok = (pa.types.is_integer(t) and pa.types.is_integer(want)) or (
+            pa.types.is_floating(want) and (pa.types.is_floating(t) or pa.types.is_integer(t))
+        )
+        if not ok:
+            raise _type_error(f, col)
+        try:
+            col = col.cast(want)
+        except pa.ArrowInvalid as e:
+            raise OnlineError(f"column {f.name!r}: cannot convert to {f.dtype}: {e}") from None
+    return col.fill_null(0).to_numpy(zero_copy_only=False)
+
+
+def _strings(col: pa.Array, f: Field) -> np.ndarray:
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        raise _type_error(f, col)
+    return col.to_numpy(zero_copy_only=False).astype(object, copy=False)

@@ -1,0 +1,242 @@
+"""SSTable: an immutable sorted run of unique uint64 keys and their records, in one Arrow IPC file
+(uncompressed), memory-mapped zero copy, with a bloom filter and a block index (fence pointers)
+rebuilt on open and, once learned, a PLR model.
+
+File: one record batch with columns `key` uint64, `record` fixed_size_binary(rowbytes) and one
+large_string column per string field; schema metadata `rickhouse` = {"fields": [[name, dtype]..]}.
+It is written to a temp file, fsynced and renamed; its size and CRC32C are kept in the manifest.
+
+Thread-safety: immutable after open except the index state, which is replaced as a whole tuple
+(block -> learned), so a reader sees either the old or the new index. The file is unlinked once it
+is obsolete (no longer in the manifest) and no live object refers to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import weakref
+from pathlib import Path
+from typing import Any
+
+import crc32c
+import numpy as np
+import pyarrow as pa
+
+from online import _kernels as K
+from online.bloom import BloomFilter
+from online.errors import CorruptionError
+from online.plr import PLRModel
+from online.schema import Field, Layout
+
+__all__ = ["SSTable", "write_sstable", "BLOCK_BYTES", "file_crc"]
+
+BLOCK_BYTES = 4096  # bytes of records per fence pointer in `block` mode (LevelDB's block size)
+_META_KEY = b"rickhouse"
+_EMPTY_U64 = np.zeros(1, dtype=np.uint64)
+_EMPTY_F64 = np.zeros(1, dtype=np.float64)
+_EMPTY_I32 = np.zeros(2, dtype=np.int32)
+
+
+def file_crc(path: Path) -> tuple[int, int]:
+    """(size, CRC32C) of a file."""
+    crc = 0
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(16 << 20):
+            crc = crc32c.crc32c(chunk, crc)
+            size += len(chunk)
+    return size, crc
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_sstable(
+    directory: Path,
+    number: int,
+    layout: Layout,
+    keys: np.ndarray,
+    records: np.ndarray,
+    strings: dict[int, pa.Array],
+) -> dict[str, Any]:
+    """Write keys (sorted unique uint64, n >= 1), records ((n, rowwords) int64 in `layout`) and the
+    string columns {field index: large_string array of n} durably; returns the manifest entry."""
+    n = len(keys)
+    name = f"{number:06d}.sst"
+    rec_arr = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(layout.rowbytes), n, [None, pa.py_buffer(np.ascontiguousarray(records))]
+    )
+    cols = [pa.array(keys, type=pa.uint64()), rec_arr]
+    names = ["key", "record"]
+    for i in layout.string_fields:
+        cols.append(strings[i])
+        names.append(layout.fields[i].name)
+    meta = {_META_KEY: json.dumps({"fields": layout.to_json()}).encode()}
+    batch = pa.RecordBatch.from_arrays(cols, names=names)
+    schema = batch.schema.with_metadata(meta)
+    tmp = directory / (name + ".tmp")
+    with pa.OSFile(str(tmp), "wb") as sink:
+        with pa.ipc.new_file(sink, schema) as writer:
+            writer.write_batch(batch)
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    size, crc = file_crc(tmp)
+    os.replace(tmp, directory / name)
+    fsync_dir(directory)
+    seqs = records[:, 2]
+    return {
+        "file": name,
+        "keys": n,
+        "bytes": size,
+        "crc32c": crc,
+        "nfields": layout.nfields,
+        "min_key": int(keys[0]),
+        "max_key": int(keys[-1]),
+        "max_seq": int(seqs.max()) if n else 0,
+        "created": time.time(),
+    }
+
+
+def _unlink_if_obsolete(path: str, obsolete: list[bool]) -> None:
+    if obsolete[0]:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+class SSTable:
+    """An open sstable. `meta` is its manifest entry; `layout` the layout it was written with."""
+
+    def __init__(
+        self,
+        directory: Path,
+        meta: dict[str, Any],
+        layout: Layout,
+        bloom_bits_per_key: int = 10,
+        verify: bool = True,
+    ) -> None:
+        self.meta = meta
+        self.name = meta["file"]
+        self.path = directory / self.name
+        self.layout = layout
+        self.created = float(meta.get("created", time.time()))
+        self.opened = time.monotonic()
+        path = str(self.path)
+        if not self.path.exists():
+            raise CorruptionError(path, "sstable named by the manifest is missing")
+        if verify:
+            size, crc = file_crc(self.path)
+            if size != meta["bytes"]:
+                raise CorruptionError(path, f"size {size} bytes, manifest says {meta['bytes']}")
+            if crc != meta["crc32c"]:
+                raise CorruptionError(path, "CRC32C mismatch: the file is corrupt")
+        try:
+            self._mm = pa.memory_map(path, "r")
+            reader = pa.ipc.open_file(self._mm)
+            batch = reader.get_batch(0)
+            fields = json.loads(reader.schema.metadata[_META_KEY])
+        except (pa.ArrowInvalid, OSError, KeyError, ValueError, TypeError) as e:
+            raise CorruptionError(path, f"not a readable sstable ({e})") from None
+        if [list(x) for x in fields["fields"]] != layout.to_json() or batch.num_rows != meta[
+            "keys"
+        ]:
+            raise CorruptionError(path, "schema or row count differs from the manifest")
+        n = batch.num_rows
+        self.keys = batch.column(0).to_numpy(zero_copy_only=True)
+        rec = batch.column(1)
+        buf = rec.buffers()[1]
+        self.records = np.frombuffer(
+            buf, dtype=np.int64, count=n * layout.rowwords, offset=rec.offset * layout.rowbytes
+        ).reshape(n, layout.rowwords)
+        self._strings = {i: batch.column(layout.fields[i].name) for i in layout.string_fields}
+        self.bloom = BloomFilter(self.keys, bloom_bits_per_key)
+        t0 = time.perf_counter_ns()
+        self.fstride = max(1, 4096 // layout.rowbytes)
+        self.fences = np.ascontiguousarray(self.keys[:: self.fstride])
+        self.block_build_ns = time.perf_counter_ns() - t0
+        self.model: PLRModel | None = None
+        self._index: tuple = (
+            K.MODE_BLOCK,
+            _EMPTY_U64,
+            _EMPTY_F64,
+            _EMPTY_F64,
+            _EMPTY_I32,
+            np.uint64(0),
+            0.0,
+        )
+        # lookup statistics (approximate under concurrency: plain int updates under the GIL)
+        self.lookups_positive = 0
+        self.lookups_negative = 0
+        self.ns_block = 0
+        self.keys_block = 0
+        self.ns_learned = 0
+        self.keys_learned = 0
+        self._obsolete = [False]
+        weakref.finalize(self, _unlink_if_obsolete, path, self._obsolete)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def index_mode(self) -> str:
+        return "learned" if self._index[0] == K.MODE_LEARNED else "block"
+
+    @property
+    def fence_bytes(self) -> int:
+        return self.fences.nbytes
+
+    def learn(self, delta: int) -> PLRModel:
+        """Build the PLR model and switch lookups to it (atomically)."""
+        m = PLRModel(self.keys, delta)
+        self.model = m
+        self._index = (
+            K.MODE_LEARNED, m.seg_keys, m.seg_slope, m.seg_base, m.radix, np.uint64(m.shift),
+            float(delta),
+        )  # fmt: skip
+        return m
+
+    def mark_obsolete(self) -> None:
+        """The manifest no longer names this file: delete it when the last reference goes."""
+        self._obsolete[0] = True
+
+    def age(self) -> float:
+        return time.monotonic() - self.opened
+
+    def lookup(self, q, todo, ntodo, out, found, src, pos, srcid, use_bloom, mode=None) -> int:
+        """table_lookup over this table; mode: None = current index, else force K.MODE_*"""
+        idx = self._index
+        if mode is not None and mode != idx[0]:
+            if mode == K.MODE_LEARNED and self.model is None:
+                raise ValueError("no model to force a learned lookup")
+            idx = (K.MODE_BLOCK,) + idx[1:] if mode == K.MODE_BLOCK else idx
+        return K.table_lookup(
+            q, todo, ntodo, self.keys, self.records, idx[0], self.fences, self.fstride,
+            idx[1], idx[2], idx[3], idx[4], idx[5], idx[6], self.bloom.words, use_bloom,
+            out, found, src, pos, srcid,
+        )  # fmt: skip
+
+    def string_values(self, field: Field, positions: np.ndarray) -> list:
+        """Python values (str or None) of string field `field` at record positions."""
+        i = self.layout.index.get(field.name)
+        if i is None:
+            return [None] * len(positions)
+        return self._strings[i].take(pa.array(positions)).to_pylist()
+
+    def string_column(self, field: Field) -> pa.Array:
+        """The whole large_string column of `field` (all null if the table predates it)."""
+        i = self.layout.index.get(field.name)
+        if i is None:
+            return pa.nulls(len(self.keys), pa.large_string())
+        col = self._strings[i]
+        return col if col.type == pa.large_string() else col.cast(pa.large_string())
