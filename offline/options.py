@@ -1,0 +1,47 @@
+"""Tuning knobs of the offline store: one frozen dataclass, each default a stated trade-off."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class OfflineOptions:
+    """Options of `OfflineStore`; immutable, safe to share between threads."""
+
+    # Rows buffered per view before a flush to Parquet. Larger means fewer, bigger files
+    # (faster scans, fewer compactions) but more memory and more commit log to replay.
+    buffer_rows: int = 1_000_000
+    # A buffer older than this is flushed by the background thread (or at the next append
+    # when `background` is off), so the commit log below it can be trimmed.
+    buffer_age_s: float = 60.0
+    # A partition with at least this many files is merged into one by compact().
+    compact_min_files: int = 8
+    # Run age flushes and compaction in a daemon thread; off for fully deterministic tests.
+    background: bool = True
+    # How often the background thread wakes up to look for old buffers and small files.
+    background_interval_s: float = 1.0
+    # A writer may run this many times `buffer_rows` ahead of the background flush before
+    # append() flushes inline (backpressure bounds the buffer's memory).
+    backpressure_factor: int = 4
+    # Parquet compression (zstd per DESIGN.md) and level: higher is smaller and slower to write.
+    compression: str = "zstd"
+    compression_level: int = 1
+    # Row group size of written files: smaller groups prune better, larger ones scan faster.
+    row_group_rows: int = 256 * 1024
+    # DuckDB per query: threads (None = all cores) and memory limit before it spills to disk
+    # under <root>/offline/_duckdb_tmp; this is what bounds export memory.
+    duckdb_threads: int | None = None
+    duckdb_memory_limit: str = "512MB"
+    # fsync files, directories and the manifest. Off only for benchmarks of the CPU path.
+    fsync: bool = True
+
+    def __post_init__(self) -> None:
+        if self.buffer_rows < 1:
+            raise ValueError(f"buffer_rows must be >= 1, got {self.buffer_rows}")
+        if self.compact_min_files < 2:
+            raise ValueError(f"compact_min_files must be >= 2, got {self.compact_min_files}")
+        if self.backpressure_factor < 1:
+            raise ValueError(f"backpressure_factor must be >= 1, got {self.backpressure_factor}")
+        if self.row_group_rows < 1:
+            raise ValueError(f"row_group_rows must be >= 1, got {self.row_group_rows}")
