@@ -1,0 +1,229 @@
+"""Batch validation and conversion: user data -> a view's Arrow schema, or a ValidationError.
+
+`convert_batch(view, data)` accepts a pyarrow Table or RecordBatch, a pandas DataFrame, or a
+dict of columns (lists as JSON gives them: ISO timestamp strings with naive = UTC, numbers as
+strings for int columns). It validates the whole batch before anything is written: unknown or
+missing columns, wrong types, nulls in keys or timestamps, vectors of the wrong length. Errors
+name the view, the column and the 0-based row. Pure functions; safe from any thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from store.definitions import FeatureView
+from store.dtypes import TIMESTAMP, arrow_type, vector_dim
+from store.errors import ValidationError
+
+EVENT_TS = "event_timestamp"
+CREATED_TS = "created_timestamp"
+_ARROW_ERRORS = (
+    pa.ArrowInvalid,
+    pa.ArrowTypeError,
+    pa.ArrowNotImplementedError,
+    TypeError,
+    ValueError,
+    OverflowError,
+)
+
+
+def store_schema(view: FeatureView) -> pa.Schema:
+    """The schema of a converted batch: keys, event_timestamp, created_timestamp, features."""
+    fields = [pa.field(k, arrow_type(t), nullable=False) for k, t in view.keys]
+    fields.append(pa.field(EVENT_TS, TIMESTAMP, nullable=False))
+    fields.append(pa.field(CREATED_TS, TIMESTAMP, nullable=False))
+    fields.extend(pa.field(f.name, arrow_type(f.dtype)) for f in view.features)
+    return pa.schema(fields)
+
+
+def _columns(view: FeatureView, data: Any) -> dict[str, Any]:
+    if isinstance(data, pa.RecordBatch):
+        data = pa.Table.from_batches([data])
+    if isinstance(data, pa.Table):
+        return {name: data.column(i) for i, name in enumerate(data.column_names)}
+    if isinstance(data, pd.DataFrame):
+        if len(set(data.columns)) != len(data.columns):
+            raise ValidationError(
+                f"view {view.name!r}: the data repeats a column name", view=view.name
+            )
+        return {str(c): data[c] for c in data.columns}
+    if isinstance(data, Mapping):
+        return {str(k): v for k, v in data.items()}
+    raise ValidationError(
+        f"view {view.name!r}: expected a pyarrow Table/RecordBatch, a pandas DataFrame or a dict "
+        f"of columns, got {type(data).__name__}",
+        view=view.name,
+    )
+
+
+def convert_batch(view: FeatureView, data: Any) -> tuple[pa.Table, bool]:
+    """Validate and convert `data`: (table of store_schema(view), whether it carried created).
+
+    Without a created column, the created_timestamp column holds zeros for the caller to fill.
+    """
+    cols = _columns(view, data)
+    created_name = view.created_timestamp_field or "created"
+    expected = [*view.join_keys, view.timestamp_field, *(f.name for f in view.features)]
+    unknown = [c for c in cols if c not in expected and c not in (created_name, CREATED_TS)]
+    if unknown:
+        raise ValidationError(
+            f"view {view.name!r}: unknown column(s) {unknown}; the view has {expected}",
+            view=view.name,
+            column=unknown[0],
+        )
+    missing = [c for c in expected if c not in cols]
+    if missing:
+        raise ValidationError(
+            f"view {view.name!r}: missing column(s) {missing}", view=view.name, column=missing[0]
+        )
+    n = _length(view, cols)
+    out: dict[str, pa.Array] = {}
+    for key, dtype in view.keys:
+        out[key] = _convert(view, key, cols[key], dtype, n, nullable=False)
+    out[EVENT_TS] = _convert(
+        view, view.timestamp_field, cols[view.timestamp_field], "timestamp", n, nullable=False
+    )
+    created_col = (
+        created_name if created_name in cols else (CREATED_TS if CREATED_TS in cols else None)
+    )
+    if created_col is not None:
+        out[CREATED_TS] = _convert(
+            view, created_col, cols[created_col], "timestamp", n, nullable=False
+        )
+    else:
+        out[CREATED_TS] = pa.array(np.zeros(n, dtype=np.int64)).cast(TIMESTAMP)
+    for f in view.features:
+        out[f.name] = _convert(view, f.name, cols[f.name], f.dtype, n, nullable=True)
+    return pa.Table.from_arrays(
+        list(out.values()), schema=store_schema(view)
+    ), created_col is not None
+
+
+def _length(view: FeatureView, cols: dict[str, Any]) -> int:
+    lengths = {name: len(v) for name, v in cols.items()}
+    n = next(iter(lengths.values()), 0)
+    bad = [name for name, m in lengths.items() if m != n]
+    if bad:
+        raise ValidationError(
+            f"view {view.name!r}: columns have unequal lengths {lengths}",
+            view=view.name,
+            column=bad[0],
+        )
+    return n
+
+
+def _fail(view: FeatureView, column: str, row: int | None, what: str) -> ValidationError:
+    where = f", row {row}" if row is not None else ""
+    return ValidationError(
+        f"view {view.name!r}, column {column!r}{where}: {what}",
+        view=view.name,
+        column=column,
+        row=row,
+    )
+
+
+def _convert(
+    view: FeatureView, column: str, values: Any, dtype: str, n: int, nullable: bool
+) -> pa.Array:
+    target = arrow_type(dtype)
+    arr = _as_arrow(values, dtype)
+    if arr is None:  # python objects arrow could not type: convert one by one to locate errors
+        arr = _from_python(view, column, list(values), dtype, target)
+    try:
+        out = _cast(arr, dtype, target)
+    except _ARROW_ERRORS as e:
+        row = _first_bad_row(arr, lambda a: _cast(a, dtype, target))
+        raise _fail(view, column, row, f"cannot convert to {dtype}: {e}") from None
+    if out.null_count and not nullable:
+        row = int(np.flatnonzero(np.asarray(out.is_null()))[0])
+        raise _fail(view, column, row, "must not be null (join keys and timestamps never are)")
+    return out
+
+
+def _as_arrow(values: Any, dtype: str) -> pa.Array | None:
+    if isinstance(values, pa.ChunkedArray):
+        return values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
+    if isinstance(values, pa.Array):
+        return values
+    dim = vector_dim(dtype)
+    if isinstance(values, np.ndarray) and values.ndim == 2 and dim is not None:
+        flat = pa.array(np.ascontiguousarray(values, dtype=np.float32).ravel())
+        return pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
+    if isinstance(values, pd.Series) and dtype == "timestamp" and values.dtype == object:
+        return None
+    try:
+        if isinstance(values, pd.Series):
+            return pa.array(values, from_pandas=True)
+        return pa.array(values, from_pandas=True)
+    except _ARROW_ERRORS:
+        return None
+
+
+def _cast(arr: pa.Array, dtype: str, target: pa.DataType) -> pa.Array:
+    t = arr.type
+    if pa.types.is_null(t):
+        return pa.nulls(len(arr), target)
+    if dtype == "timestamp":
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            return _parse_timestamps(arr)
+        if pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_integer(t):
+            return arr.cast(target)
+        raise TypeError(f"expected timestamps, got {t}")
+    if dtype == "string":
+        if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t):
+            return arr.cast(target)
+        raise TypeError(f"expected strings, got {t}")
+    if dtype == "bool":
+        if pa.types.is_boolean(t):
+            return arr
+        raise TypeError(f"expected booleans, got {t}")
+    if dtype in ("int32", "int64"):
+        if pa.types.is_boolean(t):
+            raise TypeError(f"expected integers, got {t}")
+        return arr.cast(target)  # safe: refuses overflow and fractions; parses numeric strings
+    if dtype in ("float32", "float64"):
+        if pa.types.is_boolean(t):
+            raise TypeError(f"expected numbers, got {t}")
+        if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+            return arr.cast(target, safe=False)
+        return arr.cast(target)
+    dim = vector_dim(dtype)
+    if pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t):
+        if not pa.types.is_fixed_size_list(t):
+            lengths = pc.list_value_length(arr).fill_null(dim)
+            if not pc.all(pc.equal(lengths, dim)).as_py():
+                raise ValueError(f"expected vectors of length {dim}")
+        return arr.cast(target)
+    raise TypeError(f"expected vectors of {dim} float32, got {t}")
+
+
+def _parse_timestamps(arr: pa.Array) -> pa.Array:
+    parsed = pd.to_datetime(pd.Series(arr.to_pylist(), dtype=object), utc=True, format="ISO8601")
+    return pa.array(parsed, from_pandas=True).cast(TIMESTAMP)
+
+
+def _first_bad_row(arr: pa.Array, cast: Callable[[pa.Array], pa.Array]) -> int | None:
+    for i in range(len(arr)):
+        try:
+            cast(arr.slice(i, 1))
+        except _ARROW_ERRORS:
+            return i
+    return None
+
+
+def _from_python(
+    view: FeatureView, column: str, values: list, dtype: str, target: pa.DataType
+) -> pa.Array:
+    out = []
+    for i, v in enumerate(values):
+        try:
+            out.append(_cast(pa.array([v], from_pandas=True), dtype, target))
+        except _ARROW_ERRORS as e:
+            raise _fail(view, column, i, f"cannot convert {v!r} to {dtype}: {e}") from None
+    return pa.concat_arrays(out) if out else pa.array([], target)

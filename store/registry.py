@@ -1,0 +1,166 @@
+"""The registry: the applied definitions of a root, their diff on apply, and `<root>/registry.json`.
+
+`plan_apply` decides what an apply changes and refuses what would lose or corrupt data (a type or
+key change, a dropped feature or view that holds data) unless forced. `Registry` persists the
+applied definitions atomically (temp file, fsync, rename, fsync of the directory) together with
+each view's `reset_seq`: commit-log records of a view at or below it belong to a dropped
+incarnation of the view and are never replayed. Not thread-safe; the FeatureStore serializes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from store.definitions import Definitions, FeatureView
+from store.errors import CorruptionError, DefinitionError
+
+REGISTRY_FILE = "registry.json"
+REGISTRY_VERSION = 1  # on-disk format version of registry.json
+
+
+@dataclass
+class ApplyPlan:
+    """What an apply does: the merged definitions, a report, and the views whose data goes."""
+
+    definitions: Definitions
+    changes: dict[str, Any]
+    reset_views: set[str] = field(default_factory=set)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes["changed"])
+
+
+def _diff_names(old: dict, new: dict) -> dict[str, list[str]]:
+    return {
+        "added": [n for n in new if n not in old],
+        "removed": [n for n in old if n not in new],
+        "modified": [n for n in new if n in old and old[n] != new[n]],
+    }
+
+
+def _merge_view(
+    old: FeatureView, new: FeatureView, has_data: bool, force: bool
+) -> tuple[FeatureView, list[str], bool]:
+    """Merge `new` over `old`: (merged view, what changed, whether its storage must be reset)."""
+    details: list[str] = []
+    breaking: list[str] = []
+    if old.keys != new.keys:
+        breaking.append(f"join keys change from {list(old.keys)} to {list(new.keys)}")
+    for f in old.features:
+        nf = new.feature_index.get(f.name)
+        if nf is None:
+            breaking.append(f"feature {f.name!r} is dropped")
+        elif nf.dtype != f.dtype:
+            breaking.append(f"feature {f.name!r} changes type from {f.dtype} to {nf.dtype}")
+    added = [f for f in new.features if f.name not in old.feature_index]
+    if added:
+        details.append(f"adds feature(s) {[f.name for f in added]}")
+    if old.ttl_ns != new.ttl_ns:
+        details.append(f"ttl changes from {old.to_dict()['ttl']} to {new.to_dict()['ttl']}")
+    if (old.timestamp_field, old.created_timestamp_field) != (
+        new.timestamp_field,
+        new.created_timestamp_field,
+    ):
+        details.append("timestamp fields change")
+    if breaking:
+        if has_data and not force:
+            raise DefinitionError(
+                f"feature view {old.name!r} holds data and its {'; '.join(breaking)}: refused, "
+                "because stored rows could no longer be read. Add a new feature or view instead, "
+                "or apply with force=True to drop the view's data."
+            )
+        return new, breaking + details, True
+    # Compatible: keep stored features in their stored order, append the new ones (older rows
+    # read null for them).
+    features = tuple(new.feature_index[f.name] for f in old.features) + tuple(added)
+    merged = replace(new, features=features, feature_index={f.name: f for f in features})
+    return merged, details, False
+
+
+def plan_apply(
+    old: Definitions, new: Definitions, has_data: Callable[[str], bool], force: bool = False
+) -> ApplyPlan:
+    """Diff `new` against the applied `old`; raise DefinitionError for a refused change."""
+    reset: set[str] = set()
+    details: dict[str, list[str]] = {}
+    views: dict[str, FeatureView] = {}
+    for name, view in new.feature_views.items():
+        if name in old.feature_views and old.feature_views[name] != view:
+            merged, what, must_reset = _merge_view(
+                old.feature_views[name], view, has_data(name), force
+            )
+            views[name] = merged
+            details[name] = what
+            if must_reset:
+                reset.add(name)
+        else:
+            views[name] = old.feature_views.get(name, view)
+    for name in old.feature_views:
+        if name not in new.feature_views:
+            if has_data(name) and not force:
+                raise DefinitionError(
+                    f"feature view {name!r} holds data and the new definitions drop it: refused. "
+                    "Keep the view, or apply with force=True to delete its data."
+                )
+            reset.add(name)
+    merged = Definitions(new.entities, views, new.feature_services, new.push_sources)
+    changes: dict[str, Any] = {
+        "entities": _diff_names(dict(old.entities), dict(new.entities)),
+        "feature_views": _diff_names(dict(old.feature_views), views),
+        "feature_services": _diff_names(dict(old.feature_services), dict(new.feature_services)),
+        "push_sources": _diff_names(dict(old.push_sources), dict(new.push_sources)),
+        "details": details,
+        "dropped_data": sorted(v for v in reset if has_data(v)),
+    }
+    changes["changed"] = any(
+        d[k] for s, d in changes.items() if isinstance(d, dict) and s != "details" for k in d
+    )
+    return ApplyPlan(merged, changes, reset)
+
+
+class Registry:
+    """The applied definitions of one root and each view's reset_seq, persisted in registry.json."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = Path(root) / REGISTRY_FILE
+        self.definitions = Definitions()
+        self.reset_seq: dict[str, int] = {}
+        if self.path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        try:
+            data = json.loads(self.path.read_text())
+            if data.get("version") != REGISTRY_VERSION:
+                raise ValueError(f"unsupported version {data.get('version')!r}")
+            self.definitions = Definitions.from_dict(data["definitions"], where=str(self.path))
+            self.reset_seq = {str(k): int(v) for k, v in data.get("reset_seq", {}).items()}
+        except (ValueError, KeyError, TypeError, DefinitionError) as e:
+            raise CorruptionError(f"registry file {str(self.path)!r} is unreadable: {e}") from e
+
+    def save(self, definitions: Definitions, reset_seq: dict[str, int]) -> None:
+        """Persist atomically; on return the new registry is durable."""
+        body = {
+            "version": REGISTRY_VERSION,
+            "definitions": definitions.to_dict(),
+            "reset_seq": reset_seq,
+        }
+        tmp = self.path.with_suffix(".json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(body, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        self.definitions = definitions
+        self.reset_seq = dict(reset_seq)

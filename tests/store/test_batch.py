@@ -1,0 +1,156 @@
+"""Batch validation and conversion: pyarrow, pandas and dict input; errors name view, column, row."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from store.batch import convert_batch, store_schema
+from store.definitions import Definitions
+from store.errors import ValidationError
+
+DEFS = Definitions.from_dict(
+    {
+        "entities": [
+            {"name": "user", "join_keys": ["user_id"], "dtype": "int64"},
+            {"name": "item", "join_keys": ["item_id"], "dtype": "string"},
+        ],
+        "feature_views": [
+            {
+                "name": "v",
+                "entities": ["user", "item"],
+                "features": [
+                    {"name": "f32", "dtype": "float32"},
+                    {"name": "i32", "dtype": "int32"},
+                    {"name": "flag", "dtype": "bool"},
+                    {"name": "txt", "dtype": "string"},
+                    {"name": "when", "dtype": "timestamp"},
+                    {"name": "emb", "dtype": "float32[3]"},
+                ],
+            }
+        ],
+    }
+)
+VIEW = DEFS.feature_views["v"]
+T0 = 1_738_238_400_000_000_000  # 2025-01-30T12:00:00Z
+
+
+def _dict_batch() -> dict:
+    return {
+        "user_id": ["1001", 1002, 1003],
+        "item_id": ["a", "b", "c"],
+        "event_timestamp": [
+            "2025-01-30T12:00:00",
+            "2025-01-30T12:00:00Z",
+            "2025-01-30T13:00:00+01:00",
+        ],
+        "f32": [0.5, "NaN", None],
+        "i32": [1, None, 3],
+        "flag": [True, False, None],
+        "txt": ["x", None, "z"],
+        "when": [T0, None, "2025-01-30T12:00:00Z"],
+        "emb": [[1, 2, 3], None, [0.5, 0.25, 0.125]],
+    }
+
+
+def test_dict_of_json_values_converts_to_the_store_schema() -> None:
+    table, has_created = convert_batch(VIEW, _dict_batch())
+    assert not has_created
+    assert table.schema == store_schema(VIEW)
+    assert table.column("user_id").to_pylist() == [1001, 1002, 1003]
+    ts = table.column("event_timestamp").cast(pa.int64()).to_pylist()
+    assert ts == [T0, T0, T0]  # naive = UTC; +01:00 converted
+    f32 = table.column("f32").to_pylist()
+    assert f32[0] == 0.5 and np.isnan(f32[1]) and f32[2] is None
+    assert table.column("emb").to_pylist()[1] is None
+    assert table.column("when").cast(pa.int64()).to_pylist() == [T0, None, T0]
+
+
+def test_pandas_and_arrow_inputs_agree_with_dict_input() -> None:
+    d = _dict_batch()
+    d["f32"] = [0.5, None, None]  # pandas reads NaN as missing, so compare without NaN
+    ref, _ = convert_batch(VIEW, d)
+    df = ref.to_pandas()
+    df["event_timestamp"] = df["event_timestamp"].dt.tz_localize(None)  # naive = UTC
+    from_pandas, _ = convert_batch(VIEW, df)
+    assert from_pandas.equals(ref)
+    from_arrow, _ = convert_batch(VIEW, ref.to_batches()[0])
+    assert from_arrow.equals(ref)
+
+
+def test_created_column_is_taken_from_the_data() -> None:
+    d = _dict_batch()
+    d["created"] = [dt.datetime(2025, 1, 30, 12, tzinfo=dt.UTC)] * 3
+    table, has_created = convert_batch(VIEW, d)
+    assert has_created
+    assert table.column("created_timestamp").cast(pa.int64()).to_pylist() == [T0] * 3
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "row", "message"),
+    [
+        ("user_id", "abc", 1, "cannot convert"),
+        ("user_id", None, 1, "must not be null"),
+        ("user_id", 1.5, 1, "cannot convert"),
+        ("item_id", 7, 1, "cannot convert"),
+        ("event_timestamp", None, 1, "must not be null"),
+        ("event_timestamp", "yesterday", 1, "cannot convert"),
+        ("i32", 2**40, 1, "cannot convert"),
+        ("flag", "yes", 1, "cannot convert"),
+        ("emb", [1.0, 2.0], 1, "cannot convert"),
+    ],
+)
+def test_bad_values_are_refused_naming_view_column_and_row(column, value, row, message) -> None:
+    d = _dict_batch()
+    d[column] = list(d[column])
+    d[column][row] = value
+    with pytest.raises(ValidationError, match=message) as err:
+        convert_batch(VIEW, d)
+    assert (err.value.view, err.value.column, err.value.row) == ("v", column, row)
+    assert f"view 'v', column {column!r}, row {row}" in str(err.value)
+
+
+def test_unknown_missing_and_ragged_columns_are_refused() -> None:
+    d = _dict_batch()
+    d["bogus"] = [1, 2, 3]
+    with pytest.raises(ValidationError, match="unknown column.*bogus") as err:
+        convert_batch(VIEW, d)
+    assert err.value.column == "bogus"
+    d = _dict_batch()
+    del d["txt"]
+    with pytest.raises(ValidationError, match="missing column.*txt"):
+        convert_batch(VIEW, d)
+    d = _dict_batch()
+    d["txt"] = ["x"]
+    with pytest.raises(ValidationError, match="unequal lengths"):
+        convert_batch(VIEW, d)
+    with pytest.raises(ValidationError, match="expected a pyarrow Table"):
+        convert_batch(VIEW, [1, 2, 3])
+
+
+def test_arrow_types_that_fit_are_cast_and_others_refused() -> None:
+    d = _dict_batch()
+    d["f32"] = [0.5, None, 1.0]  # Table.equals treats NaN as unequal to itself
+    ref, _ = convert_batch(VIEW, d)
+    wide = ref.set_column(
+        ref.schema.get_field_index("i32"), "i32", pa.array([1, None, 3], pa.int64())
+    )
+    wide = wide.set_column(
+        wide.schema.get_field_index("event_timestamp"),
+        "event_timestamp",
+        pa.array([T0 // 1000] * 3, pa.timestamp("us")),
+    )
+    out, _ = convert_batch(VIEW, wide)
+    assert out.equals(ref)
+    bad = ref.set_column(ref.schema.get_field_index("txt"), "txt", pa.array([1, 2, 3]))
+    with pytest.raises(ValidationError, match="column 'txt'.*expected strings"):
+        convert_batch(VIEW, bad)
+    df = pd.DataFrame(
+        {"user_id": [1], "item_id": ["a"], "event_timestamp": [pd.Timestamp(T0, tz="UTC")]}
+    )
+    with pytest.raises(ValidationError, match="missing column"):
+        convert_batch(VIEW, df)
