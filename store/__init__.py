@@ -19,6 +19,8 @@ from store.errors import (
     ValidationError,
     WriterLockedError,
 )
+from store.feature_store import FeatureStore
+from store.online_response import OnlineResponse
 
 __all__ = [
     "ClosedError",
@@ -37,17 +39,3 @@ __all__ = [
     "ValidationError",
     "WriterLockedError",
 ]
-
-
-def __getattr__(name: str) -> object:
-    # FeatureStore imports the engines; import it on first use so that the pure parts of the
-    # package (definitions, keys, commit log) load without them.
-    if name == "FeatureStore":
-        from store.feature_store import FeatureStore
-
-        return FeatureStore
-    if name == "OnlineResponse":
-        from store.online_response import OnlineResponse
-
-        return OnlineResponse
-    raise AttributeError(f"module 'store' has no attribute {name!r}")

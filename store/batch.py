@@ -158,9 +158,8 @@ def _as_arrow(values: Any, dtype: str) -> pa.Array | None:
     if isinstance(values, pd.Series) and dtype == "timestamp" and values.dtype == object:
         return None
     try:
-        if isinstance(values, pd.Series):
-            return pa.array(values, from_pandas=True)
-        return pa.array(values, from_pandas=True)
+        # pandas marks missing floats with NaN; other inputs keep NaN as a value
+        return pa.array(values, from_pandas=isinstance(values, pd.Series))
     except _ARROW_ERRORS:
         return None
 
@@ -223,7 +222,7 @@ def _from_python(
     out = []
     for i, v in enumerate(values):
         try:
-            out.append(_cast(pa.array([v], from_pandas=True), dtype, target))
+            out.append(_cast(pa.array([v]), dtype, target))
         except _ARROW_ERRORS as e:
             raise _fail(view, column, i, f"cannot convert {v!r} to {dtype}: {e}") from None
     return pa.concat_arrays(out) if out else pa.array([], target)

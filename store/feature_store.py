@@ -518,7 +518,7 @@ class FeatureStore:
             as_of_seq=seq,
             full_feature_names=full_feature_names,
         )
-        meta = dict(table.schema.metadata or {})
+        meta = {k: v for k, v in (table.schema.metadata or {}).items() if k != b"pandas"}
         meta[SEQ_METADATA] = str(seq).encode()
         return table.replace_schema_metadata(meta)
 

@@ -50,10 +50,14 @@ def rfc3339(ns: np.ndarray) -> list[str]:
     ns = np.asarray(ns, dtype=np.int64)
     unit = "ns"
     for u, div in (("s", 10**9), ("ms", 10**6), ("us", 10**3)):
-        if not (ns % div).any():
+        if not (ns % div).any():  # the shortest unit that is exact for every value
             unit = u
             break
-    return [s + "Z" for s in np.datetime_as_string(ns.astype("datetime64[ns]"), unit=unit).tolist()]
+    out = [s + "Z" for s in np.datetime_as_string(ns.astype("datetime64[ns]"), unit=unit).tolist()]
+    if unit != "s":
+        for i in np.flatnonzero(ns == 0).tolist():  # "not found" reads as Feast's plain epoch
+            out[i] = EPOCH_RFC3339
+    return out
 
 
 class OnlineResponse:

@@ -1,0 +1,88 @@
+"""Shared definitions and store factory for the FeatureStore tests (deterministic engines)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from offline import OfflineOptions
+from online import TreeOptions
+from store import FeatureStore
+
+HOUR = 3600 * 10**9
+DEFS = {
+    "entities": [
+        {"name": "user", "join_keys": ["user_id"], "dtype": "int64"},
+        {"name": "item", "join_keys": ["item_id"], "dtype": "string"},
+    ],
+    "feature_views": [
+        {
+            "name": "user_stats",
+            "entities": ["user"],
+            "ttl": "2h",
+            "features": [
+                {"name": "ctr", "dtype": "float32"},
+                {"name": "country", "dtype": "string"},
+                {"name": "emb", "dtype": "float32[4]"},
+            ],
+        },
+        {
+            "name": "item_stats",
+            "entities": ["item"],
+            "features": [
+                {"name": "price", "dtype": "float64"},
+                {"name": "ctr", "dtype": "float64"},
+            ],
+        },
+        {
+            "name": "pair",
+            "entities": ["user", "item"],
+            "features": [
+                {"name": "score", "dtype": "float64"},
+                {"name": "clicks", "dtype": "int64"},
+            ],
+        },
+    ],
+    "feature_services": [{"name": "ranking_v1", "features": ["user_stats:ctr", "user_stats:emb"]}],
+    "push_sources": [{"name": "user_stats_push", "feature_view": "user_stats"}],
+}
+
+
+def engine_options(**tree: object) -> dict:
+    """Synchronous engines: flushes and compactions happen only when the test calls them."""
+    return {
+        "tree_options": TreeOptions(background=False, t_wait_s=0.0, **tree),
+        "offline_options": OfflineOptions(background=False),
+    }
+
+
+def open_store(root, **kwargs) -> FeatureStore:
+    return FeatureStore(root, **{**engine_options(), **kwargs})
+
+
+@pytest.fixture
+def fs(tmp_path):
+    store = open_store(tmp_path / "root")
+    store.apply(DEFS)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def now() -> int:
+    return time.time_ns()
+
+
+def user_batch(ids, ts, ctr=None, country=None, emb=None, created=None) -> dict:
+    n = len(ids)
+    d = {
+        "user_id": list(ids),
+        "event_timestamp": list(ts) if isinstance(ts, list) else [ts] * n,
+        "ctr": list(ctr) if ctr is not None else [float(i) / 10 for i in ids],
+        "country": list(country) if country is not None else [f"c{i}" for i in ids],
+        "emb": list(emb) if emb is not None else [[float(i)] * 4 for i in ids],
+    }
+    if created is not None:
+        d["created"] = list(created) if isinstance(created, list) else [created] * n
+    return d
