@@ -28,6 +28,7 @@ _M511 = np.uint64(511)
 _ONE = np.uint64(1)
 MODE_BLOCK = 0
 MODE_LEARNED = 1
+LOC_SHIFT = 40  # loc = source id << 40 | position; sstables stay below 2^40 rows
 
 
 @njit(cache=True, nogil=True)
@@ -100,21 +101,25 @@ def _lockstep(arr, base, cnt, qk, gn):
 
 @njit(cache=True, nogil=True)
 def table_lookup(
-    q, todo, ntodo, tkeys, recs, mode, fences, fstride, seg_keys, seg_slope, seg_base,
-    radix, rshift, delta, bloom, use_bloom, out, found, src, pos, srcid,
+    q, todo, ntodo, tkeys, recs, mode, ikeys, ifb, radix, rshift, fstride, delta, bloom,
+    use_bloom, out, loc, srcid,
 ):  # fmt: skip
     """Look up q[todo[:ntodo]] in one sstable (sorted unique tkeys, records recs).
 
-    Found keys: their record is copied to out[i], found[i] = True, src[i] = srcid, pos[i] = its
-    position. Unfound indices are compacted to the front of todo; returns how many remain.
-    mode MODE_BLOCK uses fences (every fstride-th key); MODE_LEARNED uses the PLR segments
-    (start keys, slopes, start positions) found through radix over the top bits of key - min.
+    A found key i gets its record copied to out[i] and loc[i] = srcid << LOC_SHIFT | position.
+    Unfound indices are compacted to the front of todo; returns how many remain.
+    mode MODE_BLOCK: ikeys are the fences (every fstride-th key). MODE_LEARNED: ikeys are the PLR
+    segment start keys, ifb[s] = (slope, start position), found through radix over the top bits
+    of (key - min) >> rshift; the last-mile search covers [pred - delta, pred + delta].
+    Ints instead of bools or numpy scalars keep the Python -> numba call cheap.
     """
     nk = tkeys.shape[0]
     kmin = tkeys[0]
     kmax = tkeys[nk - 1]
-    nf = fences.shape[0]
+    nf = ikeys.shape[0]
+    sh = np.uint64(rshift)
     width = recs.shape[1]
+    tag = np.int64(srcid) << LOC_SHIFT
     base = np.empty(GROUP, np.int64)
     cnt = np.empty(GROUP, np.int64)
     qk = np.empty(GROUP, np.uint64)
@@ -129,7 +134,7 @@ def table_lookup(
             k = q[i]
             qk[g] = k
             good = k >= kmin and k <= kmax
-            if good and use_bloom:
+            if good and use_bloom != 0:
                 good = bloom_check(bloom, k)
             ok[g] = good
             cnt[g] = 0
@@ -138,7 +143,7 @@ def table_lookup(
             for g in range(gn):
                 if ok[g]:
                     cnt[g] = nf
-            _lockstep(fences, base, cnt, qk, gn)
+            _lockstep(ikeys, base, cnt, qk, gn)
             for g in range(gn):
                 if ok[g]:
                     b = base[g] * fstride
@@ -147,15 +152,15 @@ def table_lookup(
         else:
             for g in range(gn):
                 if ok[g]:
-                    p = np.int64((qk[g] - kmin) >> rshift)
-                    s0 = max(radix[p] - 1, 0)
+                    p = np.int64((qk[g] - kmin) >> sh)
+                    s0 = max(np.int64(radix[p]) - 1, 0)
                     base[g] = s0
-                    cnt[g] = max(radix[p + 1] - s0, 1)
-            _lockstep(seg_keys, base, cnt, qk, gn)
+                    cnt[g] = max(np.int64(radix[p + 1]) - s0, 1)
+            _lockstep(ikeys, base, cnt, qk, gn)
             for g in range(gn):
                 if ok[g]:
                     s = base[g]
-                    pred = seg_base[s] + seg_slope[s] * np.float64(qk[g] - seg_keys[s])
+                    pred = ifb[s, 1] + ifb[s, 0] * np.float64(qk[g] - ikeys[s])
                     lo = np.int64(np.floor(pred - delta))
                     hi = np.int64(np.floor(pred + delta)) + 2
                     lo = max(0, min(lo, nk - 1))
@@ -169,9 +174,7 @@ def table_lookup(
             if ok[g] and tkeys[p] == qk[g]:
                 for w in range(width):
                     out[i, w] = recs[p, w]
-                found[i] = True
-                src[i] = srcid
-                pos[i] = p
+                loc[i] = tag | p
             else:
                 todo[rem] = i
                 rem += 1
@@ -203,10 +206,11 @@ def binary_search_many(tkeys, q, out):
 
 
 @njit(cache=True, nogil=True)
-def plr_fit(keys, delta, seg_keys, seg_slope, seg_base):
+def plr_fit(keys, delta, seg_keys, seg_fb):
     """Greedy PLR (shrinking cone): each segment starts at a key, and its slope is kept inside the
     cone of slopes that predict every later key of the segment within delta; a key that empties
-    the cone starts the next segment. Writes the segments, returns their count. keys: sorted,
+    the cone starts the next segment. Writes the segments (start key; slope, start position),
+    returns their count. keys: sorted,
     unique. The caller passes delta slightly below the bound it promises, to absorb rounding."""
     n = keys.shape[0]
     ns = 0
@@ -229,15 +233,15 @@ def plr_fit(keys, delta, seg_keys, seg_slope, seg_base):
             hi = nhi
             j += 1
         seg_keys[ns] = x0
-        seg_slope[ns] = (lo + hi) * 0.5 if hi < np.inf else 0.0
-        seg_base[ns] = np.float64(i)
+        seg_fb[ns, 0] = (lo + hi) * 0.5 if hi < np.inf else 0.0
+        seg_fb[ns, 1] = np.float64(i)
         ns += 1
         i = j
     return ns
 
 
 @njit(cache=True, nogil=True)
-def plr_predict(seg_keys, seg_slope, seg_base, q, out):
+def plr_predict(seg_keys, seg_fb, q, out):
     """out[i] = predicted position of q[i] (the arithmetic of table_lookup); q[i] >= seg_keys[0]."""
     ns = seg_keys.shape[0]
     for i in range(q.shape[0]):
@@ -249,7 +253,7 @@ def plr_predict(seg_keys, seg_slope, seg_base, q, out):
                 lo = mid
             else:
                 hi = mid
-        out[i] = seg_base[lo] + seg_slope[lo] * np.float64(q[i] - seg_keys[lo])
+        out[i] = seg_fb[lo, 1] + seg_fb[lo, 0] * np.float64(q[i] - seg_keys[lo])
 
 
 # ---- memtable -------------------------------------------------------------------------------
@@ -299,10 +303,11 @@ def mem_rehash(slot_keys, nrows, hkeys, hslots):
 
 
 @njit(cache=True, nogil=True)
-def mem_lookup(q, todo, ntodo, hkeys, hslots, recs, out, found, src, pos, srcid):
+def mem_lookup(q, todo, ntodo, hkeys, hslots, recs, out, loc, srcid):
     """Memtable counterpart of table_lookup (same outputs and todo compaction)."""
     mask = np.uint64(hkeys.shape[0] - 1)
     width = recs.shape[1]
+    tag = np.int64(srcid) << LOC_SHIFT
     rem = 0
     for j in range(ntodo):
         i = todo[j]
@@ -317,9 +322,7 @@ def mem_lookup(q, todo, ntodo, hkeys, hslots, recs, out, found, src, pos, srcid)
         else:
             for w in range(width):
                 out[i, w] = recs[s, w]
-            found[i] = True
-            src[i] = srcid
-            pos[i] = s
+            loc[i] = tag | s
     return rem
 
 

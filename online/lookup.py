@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from online._kernels import LOC_SHIFT
 from online.schema import Layout
 
 __all__ = ["LookupResult", "feature_arrays"]
@@ -50,20 +51,14 @@ class LookupResult:
     """Result of `LSMTree.get_many` for n keys, in the order of the keys."""
 
     def __init__(
-        self,
-        layout: Layout,
-        found: np.ndarray,
-        records: np.ndarray,
-        src: np.ndarray,
-        pos: np.ndarray,
-        sources: Sequence[Any],
+        self, layout: Layout, records: np.ndarray, loc: np.ndarray, sources: Sequence[Any]
     ) -> None:
+        """records: (n, rowwords); loc: source index << LOC_SHIFT | position, -1 if not found."""
         self._layout = layout
-        self.found = found
         self._records = records
-        self._src = src
-        self._pos = pos
+        self._loc = loc
         self._sources = sources
+        self.found = loc >= 0
 
     def __len__(self) -> int:
         return len(self.found)
@@ -98,9 +93,11 @@ class LookupResult:
             return self._layout.values(self._records, name)
         out = np.full(len(self.found), None, dtype=object)
         valid = self.valid(name)
-        for sid in np.unique(self._src[valid]):
-            idx = np.flatnonzero(valid & (self._src == sid))
-            out[idx] = self._sources[sid].string_values(f, self._pos[idx])
+        src = self._loc >> LOC_SHIFT
+        for sid in np.unique(src[valid]):
+            idx = np.flatnonzero(valid & (src == sid))
+            pos = self._loc[idx] & ((1 << LOC_SHIFT) - 1)
+            out[idx] = self._sources[sid].string_values(f, pos)
         return out
 
     def to_arrow(self) -> pa.RecordBatch:

@@ -86,12 +86,10 @@ class Memtable:
             self.string_bytes += string_bytes
             return int(applied.sum())
 
-    def lookup(self, q, todo, ntodo, out, found, src, pos, srcid) -> int:
+    def lookup(self, q, todo, ntodo, out, loc, srcid) -> int:
         """mem_lookup under the lock; see _kernels.table_lookup for the outputs."""
         with self.lock:
-            return K.mem_lookup(
-                q, todo, ntodo, self.hkeys, self.hslots, self.recs, out, found, src, pos, srcid
-            )
+            return K.mem_lookup(q, todo, ntodo, self.hkeys, self.hslots, self.recs, out, loc, srcid)
 
     def string_values(self, field: Field, positions: np.ndarray) -> list:
         """Python values (str or None) of string field `field` at slots `positions`."""

@@ -31,14 +31,6 @@ class Run:
     strings: Callable[[Field], pa.Array]
 
 
-def _readonly(a: np.ndarray) -> np.ndarray:
-    # one kernel signature for every input (mmapped sstables are read-only)
-    if a.flags.writeable:
-        a = a.view()
-        a.flags.writeable = False
-    return a
-
-
 def merge_runs(runs: Sequence[Run], layout: Layout) -> tuple[np.ndarray, np.ndarray, dict]:
     """Merge `runs` (newest first) into (keys, records in `layout`, {string field index:
     large_string array}); all outputs are new arrays owned by the caller."""
@@ -50,16 +42,16 @@ def merge_runs(runs: Sequence[Run], layout: Layout) -> tuple[np.ndarray, np.ndar
     sizes = np.array([len(r.keys) for r in runs], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     recs = [r.records if r.layout is layout else layout.convert(r.layout, r.records) for r in runs]
-    hdr = _readonly(np.concatenate([rc[:, :3] for rc in recs]))
-    ck = _readonly(np.asarray(runs[0].keys))
-    cg = _readonly(np.arange(sizes[0], dtype=np.int64))
+    hdr = np.concatenate([rc[:, :3] for rc in recs])
+    ck = np.asarray(runs[0].keys)
+    cg = np.arange(sizes[0], dtype=np.int64)
     for r, run in enumerate(runs[1:], start=1):
-        kb = _readonly(np.asarray(run.keys))
-        gb = _readonly(np.arange(offsets[r], offsets[r + 1], dtype=np.int64))
+        kb = np.asarray(run.keys)
+        gb = np.arange(offsets[r], offsets[r + 1], dtype=np.int64)
         outk = np.empty(len(ck) + len(kb), dtype=np.uint64)
         outg = np.empty(len(ck) + len(kb), dtype=np.int64)
         m = K.merge_two(ck, cg, kb, gb, hdr, outk, outg)
-        ck, cg = _readonly(outk[:m]), _readonly(outg[:m])
+        ck, cg = outk[:m], outg[:m]
     which = np.searchsorted(offsets, cg, side="right") - 1
     out = np.empty((len(ck), layout.rowwords), dtype=np.int64)
     if len(runs) == 1:

@@ -32,16 +32,14 @@ class PLRModel:
         self.delta = int(delta)
         n = len(keys)
         sk = np.empty(n, dtype=np.uint64)
-        sl = np.empty(n, dtype=np.float64)
-        sb = np.empty(n, dtype=np.float64)
-        ns = K.plr_fit(keys, float(delta) * (1.0 - _FIT_MARGIN), sk, sl, sb)
+        fb = np.empty((n, 2), dtype=np.float64)
+        ns = K.plr_fit(keys, float(delta) * (1.0 - _FIT_MARGIN), sk, fb)
         self.seg_keys = sk[:ns].copy()
-        self.seg_slope = sl[:ns].copy()
-        self.seg_base = sb[:ns].copy()
+        self.seg_fb = fb[:ns].copy()  # (slope, start position) per segment
         self.min_key = int(keys[0])
         span = int(keys[-1]) - self.min_key
         bits = min(MAX_RADIX_BITS, max(0, int(ns - 1).bit_length()))
-        self.shift = max(0, span.bit_length() - bits)
+        self.shift = min(63, max(0, span.bit_length() - bits))  # a 64-bit shift is undefined
         prefixes = (self.seg_keys - np.uint64(self.min_key)) >> np.uint64(self.shift)
         nprefix = (span >> self.shift) + 2
         self.radix = np.searchsorted(prefixes, np.arange(nprefix, dtype=np.uint64)).astype(np.int32)
@@ -60,5 +58,5 @@ class PLRModel:
         """Predicted positions (float64) of q (each >= the first key), as the lookup computes them."""
         q = np.ascontiguousarray(q, dtype=np.uint64)
         out = np.empty(len(q), dtype=np.float64)
-        K.plr_predict(self.seg_keys, self.seg_slope, self.seg_base, q, out)
+        K.plr_predict(self.seg_keys, self.seg_fb, q, out)
         return out

@@ -14,6 +14,7 @@ is obsolete (no longer in the manifest) and no live object refers to it.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import time
 import weakref
@@ -34,8 +35,7 @@ __all__ = ["SSTable", "write_sstable", "BLOCK_BYTES", "file_crc"]
 
 BLOCK_BYTES = 4096  # bytes of records per fence pointer in `block` mode (LevelDB's block size)
 _META_KEY = b"rickhouse"
-_EMPTY_U64 = np.zeros(1, dtype=np.uint64)
-_EMPTY_F64 = np.zeros(1, dtype=np.float64)
+_EMPTY_F64 = np.zeros((1, 2), dtype=np.float64)
 _EMPTY_I32 = np.zeros(2, dtype=np.int32)
 
 
@@ -142,8 +142,12 @@ class SSTable:
             if crc != meta["crc32c"]:
                 raise CorruptionError(path, "CRC32C mismatch: the file is corrupt")
         try:
-            self._mm = pa.memory_map(path, "r")
-            reader = pa.ipc.open_file(self._mm)
+            # a private (copy-on-write, never written) mapping: numpy sees writable arrays, which
+            # numba's dispatcher types several times faster than read-only ones
+            with open(path, "rb") as f:
+                self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+            self._base = np.frombuffer(self._mm, dtype=np.uint8)
+            reader = pa.ipc.open_file(pa.py_buffer(self._base))
             batch = reader.get_batch(0)
             fields = json.loads(reader.schema.metadata[_META_KEY])
         except (pa.ArrowInvalid, OSError, KeyError, ValueError, TypeError) as e:
@@ -153,28 +157,22 @@ class SSTable:
         ]:
             raise CorruptionError(path, "schema or row count differs from the manifest")
         n = batch.num_rows
-        self.keys = batch.column(0).to_numpy(zero_copy_only=True)
-        rec = batch.column(1)
-        buf = rec.buffers()[1]
-        self.records = np.frombuffer(
-            buf, dtype=np.int64, count=n * layout.rowwords, offset=rec.offset * layout.rowbytes
-        ).reshape(n, layout.rowwords)
+        self.keys = self._view(batch.column(0), 8, n).view(np.uint64)
+        self.records = (
+            self._view(batch.column(1), layout.rowbytes, n)
+            .view(np.int64)
+            .reshape(n, layout.rowwords)
+        )
         self._strings = {i: batch.column(layout.fields[i].name) for i in layout.string_fields}
         self.bloom = BloomFilter(self.keys, bloom_bits_per_key)
         t0 = time.perf_counter_ns()
-        self.fstride = max(1, 4096 // layout.rowbytes)
+        self.fstride = max(1, BLOCK_BYTES // layout.rowbytes)
         self.fences = np.ascontiguousarray(self.keys[:: self.fstride])
         self.block_build_ns = time.perf_counter_ns() - t0
         self.model: PLRModel | None = None
-        self._index: tuple = (
-            K.MODE_BLOCK,
-            _EMPTY_U64,
-            _EMPTY_F64,
-            _EMPTY_F64,
-            _EMPTY_I32,
-            np.uint64(0),
-            0.0,
-        )
+        self.delta = 0
+        # (mode, index keys, (slope, start) per segment, radix, radix shift)
+        self._index: tuple = (K.MODE_BLOCK, self.fences, _EMPTY_F64, _EMPTY_I32, 0)
         # lookup statistics (approximate under concurrency: plain int updates under the GIL)
         self.lookups_positive = 0
         self.lookups_negative = 0
@@ -184,6 +182,14 @@ class SSTable:
         self.keys_learned = 0
         self._obsolete = [False]
         weakref.finalize(self, _unlink_if_obsolete, path, self._obsolete)
+
+    def _view(self, arr: pa.Array, width: int, n: int) -> np.ndarray:
+        """Writable numpy view of the values of a fixed-width Arrow array inside the mapping."""
+        buf = arr.buffers()[1]
+        off = buf.address - self._base.ctypes.data + arr.offset * width
+        if off < 0 or off + n * width > len(self._base):
+            raise CorruptionError(str(self.path), "column buffer outside the file")
+        return self._base[off : off + n * width]
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -200,10 +206,8 @@ class SSTable:
         """Build the PLR model and switch lookups to it (atomically)."""
         m = PLRModel(self.keys, delta)
         self.model = m
-        self._index = (
-            K.MODE_LEARNED, m.seg_keys, m.seg_slope, m.seg_base, m.radix, np.uint64(m.shift),
-            float(delta),
-        )  # fmt: skip
+        self.delta = int(delta)
+        self._index = (K.MODE_LEARNED, m.seg_keys, m.seg_fb, m.radix, m.shift)
         return m
 
     def mark_obsolete(self) -> None:
@@ -213,17 +217,21 @@ class SSTable:
     def age(self) -> float:
         return time.monotonic() - self.opened
 
-    def lookup(self, q, todo, ntodo, out, found, src, pos, srcid, use_bloom, mode=None) -> int:
-        """table_lookup over this table; mode: None = current index, else force K.MODE_*"""
+    def lookup(self, q, todo, ntodo, out, loc, srcid, use_bloom, mode=None) -> int:
+        """table_lookup over this table (see _kernels); use_bloom: int 0/1; mode: None = the
+        current index, else force K.MODE_BLOCK / K.MODE_LEARNED (benchmarks, tests)."""
         idx = self._index
         if mode is not None and mode != idx[0]:
-            if mode == K.MODE_LEARNED and self.model is None:
-                raise ValueError("no model to force a learned lookup")
-            idx = (K.MODE_BLOCK,) + idx[1:] if mode == K.MODE_BLOCK else idx
+            if mode == K.MODE_LEARNED:
+                if self.model is None:
+                    raise ValueError("no model to force a learned lookup")
+                m = self.model
+                idx = (K.MODE_LEARNED, m.seg_keys, m.seg_fb, m.radix, m.shift)
+            else:
+                idx = (K.MODE_BLOCK, self.fences, _EMPTY_F64, _EMPTY_I32, 0)
         return K.table_lookup(
-            q, todo, ntodo, self.keys, self.records, idx[0], self.fences, self.fstride,
-            idx[1], idx[2], idx[3], idx[4], idx[5], idx[6], self.bloom.words, use_bloom,
-            out, found, src, pos, srcid,
+            q, todo, ntodo, self.keys, self.records, idx[0], idx[1], idx[2], idx[3], idx[4],
+            self.fstride, self.delta, self.bloom.words, use_bloom, out, loc, srcid,
         )  # fmt: skip
 
     def string_values(self, field: Field, positions: np.ndarray) -> list:

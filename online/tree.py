@@ -224,7 +224,8 @@ class LSMTree:
         order = np.argsort(keys, kind="stable")
         win = np.empty(len(keys), dtype=np.int64)
         rows = win[: K.latest_in_batch(keys, order, ev, cr, win)]
-        found, recs, _, _, _ = self._lookup(self._version, keys[rows], for_write=True)
+        recs, loc, _ = self._lookup(self._version, keys[rows], for_write=True)
+        found = loc >= 0
         if found.any():
             vev, vcr = recs[:, 0], recs[:, 1]
             e, c = ev[rows], cr[rows]
@@ -258,17 +259,16 @@ class LSMTree:
         for a flush or compaction."""
         self._check_open()
         q = _as_u64(keys)
-        v = self._version
-        found, records, src, pos, sources = self._lookup(v, q)
-        return LookupResult(self._layout, found, records, src, pos, sources)
+        records, loc, sources = self._lookup(self._version, q)
+        return LookupResult(self._layout, records, loc, sources)
 
     def _lookup(self, v: Version, q: np.ndarray, for_write: bool = False):
+        """(records (n, rowwords), loc (n,) = source << 40 | position or -1, sources) of q."""
         layout = self._layout
         n = len(q)
         out = np.zeros((n, layout.rowwords), dtype=np.int64)
-        found = np.zeros(n, dtype=np.bool_)
-        src = np.full(n, -1, dtype=np.int64)
-        pos = np.zeros(n, dtype=np.int64)
+        loc = np.empty(n, dtype=np.int64)
+        loc.fill(-1)
         todo = np.arange(n, dtype=np.int64)
         ntodo = n
         sources: list[Any] = []
@@ -276,7 +276,7 @@ class LSMTree:
             if ntodo == 0:
                 break
             if mem.nrows:
-                ntodo = mem.lookup(q, todo, ntodo, out, found, src, pos, len(sources))
+                ntodo = mem.lookup(q, todo, ntodo, out, loc, len(sources))
             sources.append(mem)
         perf = time.perf_counter_ns
         for t, _level, use_bloom in v.plan:
@@ -287,7 +287,7 @@ class LSMTree:
             same = t.layout is layout
             dst = out if same else np.zeros((n, t.layout.rowwords), dtype=np.int64)
             t0 = perf()
-            rem = t.lookup(q, todo, ntodo, dst, found, src, pos, sid, use_bloom or for_write)
+            rem = t.lookup(q, todo, ntodo, dst, loc, sid, 1 if use_bloom or for_write else 0)
             dt = perf() - t0
             if not for_write:
                 if t._index[0] == K.MODE_LEARNED:
@@ -299,10 +299,10 @@ class LSMTree:
                 t.lookups_positive += ntodo - rem
                 t.lookups_negative += rem
             if not same and rem < ntodo:
-                idx = np.flatnonzero(src == sid)
+                idx = np.flatnonzero((loc >> K.LOC_SHIFT) == sid)
                 out[idx] = layout.convert(t.layout, dst[idx])
             ntodo = rem
-        return found, out, src, pos, sources
+        return out, loc, sources
 
     def scan(self) -> pa.Table:
         """All live latest rows sorted by key: key, event_timestamp, created_timestamp, seq, then
@@ -583,6 +583,11 @@ def _table_run(t: SSTable) -> Run:
 
 
 def _as_u64(keys: np.ndarray) -> np.ndarray:
+    """keys as a 1-D, C-contiguous, writable uint64 array (the kernels' one signature)."""
+    if type(keys) is np.ndarray and keys.dtype == np.uint64 and keys.ndim == 1:
+        f = keys.flags
+        if f.c_contiguous and f.writeable:
+            return keys
     a = np.asarray(keys)
     if a.ndim != 1:
         raise OnlineError(f"keys must be a 1-D array, got shape {a.shape}")
