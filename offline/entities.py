@@ -93,9 +93,8 @@ def load_entities(
             f"SELECT count(*), count({ts}), min(epoch_ns({ts})), max(epoch_ns({ts})) "
             "FROM read_parquet($p)",
             {"p": path},
-        ).fetchone()
-        assert row is not None
-        n, valid, lo, hi = row
+        ).fetchall()
+        n, valid, lo, hi = row[0]
         if valid != n:
             raise SchemaMismatchError(f"entity file {path!r}: {EVENT_TS!r} has null rows")
         return EntityInput(schema, int(n), lo, hi, path=path)

@@ -71,11 +71,13 @@ def plan_join(
     as_of_seq: int | None,
     full_feature_names: bool,
     entity_columns: list[str] | None,
+    for_parquet: bool = False,
 ) -> JoinPlan:
     """Register the entity and view sources on `con` and build the join SQL.
 
     `entity_columns`: entity columns to output before the features (None: none, the caller
-    re-attaches them). Raises SchemaMismatchError / UnknownViewError before any work.
+    re-attaches them). `for_parquet`: vectors leave as FLOAT[] lists, because DuckDB's
+    Parquet encoding of a null fixed-size ARRAY is unreadable by pyarrow 26. Raises SchemaMismatchError / UnknownViewError before any work.
     """
     fields = check_queries(queries, snaps, ent, full_feature_names)
     params: dict[str, object] = {}
@@ -94,8 +96,12 @@ def plan_join(
         needed = [c for c in cols if c not in snap.features or c in q.features]
         sql, used = source_sql(con, snap, f"q{i}", needed, Bounds(lo, hi, as_of_seq), params)
         files += [str(snap.view_dir / f.path) for f in used]
-        names = tuple(f.name for f in fields[at : at + len(q.features)])
+        mine = fields[at : at + len(q.features)]
         at += len(q.features)
-        parts.append(JoinPart(sql, snap.keys, tuple(q.features), names, q.ttl_ns))
+        casts = tuple(
+            "FLOAT[]" if for_parquet and pa.types.is_fixed_size_list(f.type) else None for f in mine
+        )
+        names = tuple(f.name for f in mine)
+        parts.append(JoinPart(sql, snap.keys, tuple(q.features), names, q.ttl_ns, casts))
     sql = join_sql(entity_source, entity_columns, parts)
     return JoinPlan(sql, params, fields, files)

@@ -32,6 +32,7 @@ class JoinPart:
     features: tuple[str, ...]
     out_names: tuple[str, ...]  # output column name per feature
     ttl_ns: int
+    casts: tuple[str | None, ...] = ()  # SQL type per output feature, or None to keep it
 
 
 def version_struct(ts: str, created: str, seq: str, row: str) -> str:
@@ -68,11 +69,14 @@ def join_sql(entity_source: str, entity_columns: list[str] | None, parts: list[J
         on = [f"__rh_e.{quote_ident(k)} = {alias}.{quote_ident(k)}" for k in part.keys]
         on.append(f"__rh_e.{_VERSION} >= {alias}.{_VERSION}")
         joins.append(f"ASOF LEFT JOIN {alias} ON {' AND '.join(on)}")
-        for feature, out in zip(part.features, part.out_names, strict=True):
+        casts = part.casts or (None,) * len(part.features)
+        for feature, out, cast in zip(part.features, part.out_names, casts, strict=True):
             value = f"{alias}.{quote_ident(feature)}"
             if part.ttl_ns > 0:
                 fresh = f"{alias}.{_VERSION}.t >= __rh_e.{ENTITY_TS} - {int(part.ttl_ns)}"
                 value = f"CASE WHEN {fresh} THEN {value} END"
+            if cast is not None:
+                value = f"CAST({value} AS {cast})"
             selects.append(f"{value} AS {quote_ident(out)}")
     if not selects:
         selects = [f"__rh_e.{ENTITY_ID}"]

@@ -591,13 +591,20 @@ class OfflineStore:
         try:
             ent = load_entities(entities, con, read_path=False)
             plan = plan_join(
-                con, snaps, ent, queries, as_of_seq, full_feature_names, ent.schema.names
+                con,
+                snaps,
+                ent,
+                queries,
+                as_of_seq,
+                full_feature_names,
+                ent.schema.names,
+                for_parquet=True,
             )
             copy = (
                 f"COPY ({plan.sql}) TO {sql_string(str(temp))} (FORMAT parquet, COMPRESSION zstd)"
             )
             try:
-                rows = con.execute(copy, plan.params).fetchone()
+                rows = con.execute(copy, plan.params).fetchall()
             except duckdb.Error as exc:
                 raise _query_error(exc) from exc
             os.replace(temp, out)
@@ -605,7 +612,7 @@ class OfflineStore:
             temp.unlink(missing_ok=True)
             con.close()
             self._release(snaps)
-        n = int(rows[0]) if rows else ent.num_rows
+        n = int(rows[0][0]) if rows else ent.num_rows
         log.info(
             "offline: exported %d rows at seq %d to %s in %.3fs",
             n,
