@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from offline.errors import OfflineError, SchemaMismatchError
-from offline.names import EVENT_TS, INTERNAL_PREFIX, quote_ident
+from offline.names import EVENT_TS, INTERNAL_PREFIX, literal_path, quote_ident
 from offline.pit_join import ENTITY_ID, ENTITY_TS
 from offline.timestamps import array_to_ns
 
@@ -45,7 +45,7 @@ class EntityInput:
             )
             con.register("__rh_entities", narrow)
             return "__rh_entities"
-        params["__rh_entity_path"] = self.path
+        params["__rh_entity_path"] = literal_path(self.path)
         cols = ", ".join(quote_ident(c) for c in columns)
         return (
             f"(SELECT {cols}{', ' if cols else ''}{_FILE_ROW} AS {ENTITY_ID}, "
@@ -92,7 +92,7 @@ def load_entities(
         row = con.execute(
             f"SELECT count(*), count({ts}), min(epoch_ns({ts})), max(epoch_ns({ts})) "
             "FROM read_parquet($p)",
-            {"p": path},
+            {"p": literal_path(path)},
         ).fetchall()
         n, valid, lo, hi = row[0]
         if valid != n:

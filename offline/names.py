@@ -19,7 +19,7 @@ EVENT_TS = "event_timestamp"
 CREATED_TS = "created_timestamp"
 # Prefix of the columns a query adds for itself; refused in user tables.
 INTERNAL_PREFIX = "__rh_"
-RESERVED = {SEQ_COLUMN, ROW_COLUMN, EVENT_TS, CREATED_TS}
+RESERVED = {SEQ_COLUMN, ROW_COLUMN, EVENT_TS, CREATED_TS, "created"}
 
 
 def check_identifier(name: object, what: str) -> str:
@@ -51,3 +51,25 @@ def sql_string(text: str) -> str:
     if "\x00" in text:
         raise InvalidNameError(f"path {text!r} contains a NUL byte")
     return "'" + text.replace("'", "''") + "'"
+
+
+_GLOB_CHARS = re.compile(r"([\[\]*?])")
+
+
+def literal_path(path: str) -> str:
+    """A file path as DuckDB's readers take it literally: glob characters bracket-escaped.
+
+    DuckDB expands `*`, `?` and `[...]` in every path it reads, so a directory named `r[x]`
+    would silently read `rx`. Escaped as `[[]`, `[*]`, ... the path matches only itself.
+    A backslash next to glob characters cannot be escaped that way: refused.
+    """
+    if "\x00" in path:
+        raise InvalidNameError(f"path {path!r} contains a NUL byte")
+    if not _GLOB_CHARS.search(path):
+        return path
+    if "\\" in path:
+        raise InvalidNameError(
+            f"path {path!r} holds both a backslash and glob characters (*?[]), which DuckDB "
+            "cannot read literally; rename the directory or file"
+        )
+    return _GLOB_CHARS.sub(r"[\1]", path)

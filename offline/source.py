@@ -15,7 +15,7 @@ import duckdb
 import pyarrow as pa
 
 from offline.manifest import FileEntry
-from offline.names import EVENT_TS, SEQ_COLUMN, quote_ident
+from offline.names import EVENT_TS, SEQ_COLUMN, literal_path, quote_ident
 from offline.partition import days_in_range
 from offline.schema import pad_to, stored_schema
 
@@ -90,7 +90,7 @@ def source_sql(
         # UNION ALL BY NAME as nulls; naming them in the Parquet SELECT would fail to bind.
         cols = [c for c in columns if c in present]
         param = f"__rh_files_{tag}"
-        params[param] = [str(snap.view_dir / f.path) for f in files]
+        params[param] = [literal_path(str(snap.view_dir / f.path)) for f in files]
         parts.insert(
             0,
             f"SELECT {', '.join(quote_ident(c) for c in cols)} "

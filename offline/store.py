@@ -44,6 +44,7 @@ from offline.names import (
     EVENT_TS,
     SEQ_COLUMN,
     check_identifier,
+    literal_path,
     quote_ident,
     sql_string,
 )
@@ -89,7 +90,8 @@ class OfflineStore:
 
     def __init__(self, root: str | os.PathLike[str], options: OfflineOptions | None = None):
         self._options = options or OfflineOptions()
-        self._dir = Path(root) / OFFLINE_DIR
+        self._dir = Path(root).absolute() / OFFLINE_DIR
+        literal_path(str(self._dir.absolute()))  # refuse a root DuckDB cannot read literally
         self._dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._io_lock = threading.RLock()
@@ -97,6 +99,9 @@ class OfflineStore:
         self._obsolete: set[Path] = set()
         self._closed = False
         self._views: dict[str, _View] = {}
+        # Parquet files read by the latest scan / join (instrumentation for pruning tests).
+        self.last_scan_files: list[str] = []
+        self.last_join_files: list[str] = []
         for name, st in read_manifest(self._dir).items():
             view = _View(name, st.schema, st.keys, st.durable_seq, st.files)
             view.last_seq = max([st.durable_seq] + [f.max_seq for f in st.files])
@@ -476,7 +481,11 @@ class OfflineStore:
             params: dict[str, object] = {}
             sql, files = source_sql(con, snap, "scan", cols, Bounds(lo, hi, as_of_seq), params)
             self.last_scan_files = [str(snap.view_dir / f.path) for f in files]
-            reader = con.sql(f"SELECT * FROM {sql}", params=params).to_arrow_reader(64 * 1024)
+            try:
+                rel = con.sql(f"SELECT * FROM {sql}", params=params)
+                reader = rel.to_arrow_reader(64 * 1024)
+            except duckdb.Error as exc:
+                raise _query_error(exc) from exc
         except BaseException:
             self._release(snaps)
             raise
@@ -492,7 +501,7 @@ class OfflineStore:
         snaps: dict[str, ViewSnapshot],
     ) -> Iterator[pa.RecordBatch]:
         try:
-            for batch in reader:
+            for batch in _checked(reader):
                 yield pa.RecordBatch.from_arrays(
                     [batch.column(f.name).cast(f.type) for f in schema], schema=schema
                 )
@@ -645,6 +654,19 @@ class OfflineStore:
 
 def _query_error(exc: Exception) -> OfflineError:
     """A DuckDB failure reading our files is corruption (DuckDB names the file); else a bug."""
-    if isinstance(exc, duckdb.IOException | duckdb.InvalidInputException):
+    if isinstance(exc, duckdb.IOException | duckdb.InvalidInputException | pa.ArrowInvalid):
         return CorruptionError(f"offline query could not read its files: {exc}")
     return OfflineError(f"offline query failed: {exc}")
+
+
+def _checked(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+    """Iterate a DuckDB result reader, mapping its failures to offline errors."""
+    it = iter(reader)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except (duckdb.Error, pa.ArrowException) as exc:
+            raise _query_error(exc) from exc
+        yield batch
