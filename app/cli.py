@@ -40,8 +40,8 @@ cli = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 RootOption = Annotated[
     Path,
@@ -377,7 +377,7 @@ def demo(
                 )
             else:
                 _ingest_demo(fs, p, generate)
-        print_examples(port, p)
+        print_examples(port)
 
     _run(body)
 
@@ -400,53 +400,100 @@ def _ingest_demo(fs: FeatureStore, p: Any, generate: Any) -> None:
     )
 
 
-def print_examples(port: int, p: Any) -> None:
-    """Ready-to-paste curl commands against a server on 127.0.0.1:`port`."""
+def example_requests(port: int) -> list[tuple[str, str]]:
+    """(title, ready-to-paste curl command) against a demo server on 127.0.0.1:`port`."""
     from app.demo.dataset import FIRST_USER_ID
 
     url = f"http://127.0.0.1:{port}"
     u1, u2 = FIRST_USER_ID, FIRST_USER_ID + 1
-    j = "-H 'Content-Type: application/json'"
-    examples = [
+
+    def post(path: str, body: dict[str, Any]) -> str:
+        return f"curl -s {url}{path} -H 'Content-Type: application/json' -d '{json.dumps(body)}'"
+
+    profile = ["user_profile:country", "user_profile:ctr_7d", "user_profile:avg_session_s"]
+    return [
         (
             "online features (Feast shape)",
-            f'curl -s {url}/get-online-features {j} -d \'{{"entities": {{"user_id": [{u1}, {u2}]}}, '
-            '"features": ["user_profile:country", "user_profile:ctr_7d", "user_profile:avg_session_s"]}\'',
+            post("/get-online-features", {"entities": {"user_id": [u1, u2]}, "features": profile}),
         ),
         (
-            "a feature service over a composite key",
-            f'curl -s {url}/get-online-features {j} -d \'{{"entities": {{"user_id": [{u1}, {u2}], '
-            '"item_id": ["item_000000", "item_000001"]}, "feature_service": "ranking_v1"}\'',
+            "a feature service over a composite key (user x item)",
+            post(
+                "/get-online-features",
+                {
+                    "entities": {"user_id": [u1, u2], "item_id": ["item_000000", "item_000001"]},
+                    "feature_service": "ranking_v1",
+                },
+            ),
         ),
         (
-            "write one row (Feast remote client shape), then read it back",
-            f'curl -s {url}/write-to-online-store {j} -d \'{{"feature_view_name": "user_profile", '
-            f'"df": {{"user_id": [{u1}], "country": ["NL"], "ctr_7d": [0.5], '
-            '"event_timestamp": ["2025-02-01T00:00:00"]}}\'',
+            "write one row (Feast remote client shape; null where unknown), then read it back",
+            post(
+                "/write-to-online-store",
+                {
+                    "feature_view_name": "user_profile",
+                    "df": {
+                        "user_id": [u1],
+                        "country": ["NL"],
+                        "age": [33],
+                        "is_premium": [True],
+                        "sessions_7d": [12],
+                        "ctr_7d": [0.5],
+                        "avg_session_s": [None],
+                        "last_active": ["2025-02-01T00:00:00"],
+                        "event_timestamp": ["2025-02-01T00:00:00"],
+                    },
+                },
+            ),
         ),
         (
-            "push through a push source",
-            f'curl -s {url}/push {j} -d \'{{"push_source_name": "user_item_push", "df": '
-            f'{{"user_id": [{u1}], "item_id": ["item_000000"], "clicks_30d": [7], '
-            '"event_timestamp": ["2025-02-01T00:00:00Z"]}, "to": "online_and_offline"}\'',
+            "push through a push source (to both stores)",
+            post(
+                "/push",
+                {
+                    "push_source_name": "user_item_push",
+                    "df": {
+                        "user_id": [u1],
+                        "item_id": ["item_000000"],
+                        "clicks_30d": [7],
+                        "purchases_30d": [1],
+                        "dwell_s": [42.5],
+                        "affinity": [0.9],
+                        "last_action": ["purchase"],
+                        "event_timestamp": ["2025-02-01T00:00:00Z"],
+                    },
+                    "to": "online_and_offline",
+                },
+            ),
         ),
         (
-            "point-in-time training export (written under <root>/exports/)",
-            f'curl -s {url}/v1/training-export {j} -d \'{{"entities": {{"user_id": [{u1}, {u2}], '
-            '"event_timestamp": ["2025-01-15T00:00:00Z", "2025-01-31T00:00:00Z"]}, '
-            '"features": ["user_profile:country", "user_profile:sessions_7d"]}\'',
+            "point-in-time training export (written under <root>/exports/; names its seq)",
+            post(
+                "/v1/training-export",
+                {
+                    "entities": {
+                        "user_id": [u1, u2],
+                        "event_timestamp": ["2025-01-15T00:00:00Z", "2025-01-31T00:00:00Z"],
+                    },
+                    "features": ["user_profile:country", "user_profile:sessions_7d"],
+                },
+            ),
         ),
         (
             "stats, audit and Prometheus metrics",
             f"curl -s {url}/v1/stats; curl -s -X POST {url}/v1/audit; curl -s {url}/metrics | head",
         ),
     ]
+
+
+def print_examples(port: int) -> None:
     console.print(
-        f"\n[bold]Try it[/] (server: rickhouse serve --port {port}; API docs {url}/docs):"
+        f"\n[bold]Try it[/] (server: rickhouse serve --port {port}; "
+        f"API docs http://127.0.0.1:{port}/docs):"
     )
-    for title, cmd in examples:
+    for title, cmd in example_requests(port):
         console.print(f"\n# {title}", style="dim", highlight=False)
-        console.print(cmd, highlight=False, soft_wrap=True)
+        console.print(cmd, highlight=False, soft_wrap=True, markup=False)
 
 
 def main() -> None:
@@ -455,3 +502,7 @@ def main() -> None:
         cli()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -200,7 +200,17 @@ def parse_write_request(body: bytes) -> tuple[str, dict[str, list]]:
     if "df" not in obj:
         raise BadRequestError("missing 'df' (columnar: {column: [values, ...]})")
     check_columns(obj["df"], "'df'")
-    return view, obj["df"]
+    return view, drop_null_created(obj["df"])
+
+
+def drop_null_created(df: dict[str, list]) -> dict[str, list]:
+    """Feast's remote client sends `created: [null, ...]` when it has no created timestamps;
+    FEAST_REST.md lets `created` be null or absent. An all-null column means "absent" (the store
+    then uses the ingest time); a partly null one goes to the store, which names the row."""
+    created = df.get("created")
+    if created is not None and all(v is None for v in created):
+        df = {k: v for k, v in df.items() if k != "created"}
+    return df
 
 
 def parse_push_request(body: bytes) -> tuple[str, dict[str, list], str]:
@@ -215,7 +225,7 @@ def parse_push_request(body: bytes) -> tuple[str, dict[str, list], str]:
         to = "online"
     if to not in PUSH_TARGETS:
         raise BadRequestError(f"'to' = {to!r} is not one of {', '.join(PUSH_TARGETS)}")
-    return name, obj["df"], to
+    return name, drop_null_created(obj["df"]), to
 
 
 def records_to_columns(records: list[Any]) -> dict[str, list]:
