@@ -216,6 +216,10 @@ def _view(obj: object, i: int, entities: Mapping[str, Entity]) -> FeatureView:
     d = _mapping(obj, "feature view", i, ("name", "entities", "features"), _VIEW_FIELDS)
     name = check_name(d["name"], f"feature view #{i}")
     where = f"feature view {name!r}"
+    if "__" in name:
+        raise DefinitionError(
+            f"{where}: '__' is reserved in view names (it separates view__feature)"
+        )
     ents = d["entities"]
     if isinstance(ents, str):
         ents = [ents]

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from offline import FeatureQuery, OfflineOptions, OfflineStore
 from online import Field, LSMTree, TreeOptions
@@ -74,6 +75,7 @@ class _Snapshot:
 
     defs: Definitions
     trees: Mapping[str, LSMTree]
+    storage: Mapping[str, str]  # view -> its storage name (online dir, offline view)
     plans: dict[tuple[Any, bool], FeaturePlan]
 
 
@@ -126,7 +128,7 @@ class FeatureStore:
             self._off = OfflineStore(self._root, self._offline_options)
             for view in defs.feature_views.values():
                 self._register_offline(view)
-            self._snap = _Snapshot(defs, trees, {})
+            self._snap = _Snapshot(defs, trees, self._storage_names(defs), {})
             self._log = CommitLog(self._root / "commitlog", segment_bytes)
             self._recover()
         except BaseException:
@@ -166,11 +168,16 @@ class FeatureStore:
     def _open_tree(self, view: FeatureView) -> LSMTree:
         fields = [Field(ENTITY_KEY_FIELD, "string")] if view.hashed else []
         fields += [Field(f.name, f.dtype) for f in view.features]
-        return LSMTree(self._root / "online" / view.name, fields, self._tree_options)
+        path = self._root / "online" / self._registry.storage_name(view.name)
+        return LSMTree(path, fields, self._tree_options)
 
     def _register_offline(self, view: FeatureView) -> None:
         assert self._off is not None
-        self._off.register_view(view.name, store_schema(view), view.join_keys)
+        name = self._registry.storage_name(view.name)
+        self._off.register_view(name, store_schema(view), view.join_keys)
+
+    def _storage_names(self, defs: Definitions) -> dict[str, str]:
+        return {v: self._registry.storage_name(v) for v in defs.feature_views}
 
     def _recover(self) -> None:
         """Replay the commit log above each store's durable_seq; cut a torn tail."""
@@ -178,7 +185,8 @@ class FeatureStore:
         assert self._off is not None
         off = self._off
         online_from = {v: t.last_seq for v, t in trees.items()}
-        offline_from = {v: off.durable_seq(v) for v in trees}
+        storage = self._snap.storage
+        offline_from = {v: off.durable_seq(storage[v]) for v in trees}
         replayed = 0
         last_created = 0
         for rec in self._log.recover():
@@ -223,37 +231,37 @@ class FeatureStore:
             if not plan.changed and not plan.reset_views:
                 return plan.changes
             reset_seq = dict(self._registry.reset_seq)
+            generation = dict(self._registry.generation)
+            old_storage = self._snap.storage
             for name in plan.reset_views:
                 reset_seq[name] = self._applied_seq
-            self._registry.save(plan.definitions, reset_seq)
+                generation[name] = generation.get(name, 0) + 1
+            self._registry.save(plan.definitions, reset_seq, generation)
             if plan.reset_views:
-                self._drop_data(plan.reset_views, trees)
+                self._drop_data(plan.reset_views, trees, old_storage)
             for name, view in plan.definitions.feature_views.items():
                 if name not in trees or view != old.feature_views.get(name):
                     if name in trees and name not in plan.reset_views:
                         trees[name].close()
                     trees[name] = self._open_tree(view)
                     self._register_offline(view)
-            self._snap = _Snapshot(plan.definitions, trees, {})
+            storage = self._storage_names(plan.definitions)
+            self._snap = _Snapshot(plan.definitions, trees, storage, {})
             log.info("applied definitions: %s", {k: v for k, v in plan.changes.items() if v})
             return plan.changes
 
-    def _drop_data(self, views: set[str], trees: dict[str, LSMTree]) -> None:
-        """Delete the data of `views` (forced apply). The offline store has no drop call, so it
-        is closed, the views' directories removed, and reopened."""
-        assert self._off is not None
+    def _drop_data(
+        self, views: set[str], trees: dict[str, LSMTree], old_storage: Mapping[str, str]
+    ) -> None:
+        """Forced apply: close and delete the online trees of `views`. The offline store has no
+        call to drop a view, so the new incarnation gets a new storage name (registry
+        generation) and the old offline files are simply never read again."""
         for name in views:
             tree = trees.pop(name, None)
             if tree is not None:
                 tree.close()
-            shutil.rmtree(self._root / "online" / name, ignore_errors=True)
-        self._off.close()
-        for name in views:
-            shutil.rmtree(self._root / "offline" / name, ignore_errors=True)
-        self._off = OfflineStore(self._root, self._offline_options)
-        for view in self._snap.defs.feature_views.values():
-            if view.name not in views:
-                self._register_offline(view)
+            if name in old_storage:
+                shutil.rmtree(self._root / "online" / old_storage[name], ignore_errors=True)
         log.warning("dropped the data of feature view(s) %s", sorted(views))
 
     # ----------------------------------------------------------------------------- ingest
@@ -370,7 +378,8 @@ class FeatureStore:
             )
         if offline:
             assert self._off is not None
-            self._off.append(fv.name, payload.select(store_schema(fv).names), seq)
+            name = self._snap.storage[fv.name]
+            self._off.append(name, payload.select(store_schema(fv).names), seq)
 
     def _fail(self, e: BaseException) -> None:
         """A log or store write failed midway: refuse further writes until reopened."""
@@ -395,7 +404,7 @@ class FeatureStore:
         self._check_open()
 
     def _release_segments(self) -> None:
-        defs, trees = self._snap.defs, self._snap.trees
+        defs, trees, storage = self._snap.defs, self._snap.trees, self._snap.storage
         assert self._off is not None
         off = self._off
         reset = self._registry.reset_seq
@@ -403,7 +412,7 @@ class FeatureStore:
         def durable(view: str, seq: int) -> bool:
             if view not in defs.feature_views or seq <= reset.get(view, 0):
                 return True
-            return trees[view].durable_seq >= seq and off.durable_seq(view) >= seq
+            return trees[view].durable_seq >= seq and off.durable_seq(storage[view]) >= seq
 
         self._log.release(durable)
 
@@ -494,9 +503,11 @@ class FeatureStore:
             )
         return as_of_seq
 
-    def _queries(self, plan: FeaturePlan) -> list[FeatureQuery]:
+    def _queries(self, snap: _Snapshot, plan: FeaturePlan) -> list[FeatureQuery]:
         return [
-            FeatureQuery(r.view.name, list(r.features), r.view.join_keys, r.view.ttl_ns)
+            FeatureQuery(
+                snap.storage[r.view.name], list(r.features), r.view.join_keys, r.view.ttl_ns
+            )
             for r in plan.reads
         ]
 
@@ -509,15 +520,18 @@ class FeatureStore:
     ) -> pa.Table:
         """Point-in-time join; the result's schema metadata names the seq (`rickhouse.seq`)."""
         self._check_readable()
-        plan = self._plan(self._snap, features, full_feature_names)
+        snap = self._snap
+        plan = self._plan(snap, features, full_feature_names)
         seq = self._as_of(as_of_seq)
         assert self._off is not None
         table = self._off.get_historical(
             self._entity_table(entity_df, plan),
-            self._queries(plan),
+            self._queries(snap, plan),
             as_of_seq=seq,
             full_feature_names=full_feature_names,
         )
+        if full_feature_names:
+            table = _logical_names(table, plan, snap.storage)
         meta = {k: v for k, v in (table.schema.metadata or {}).items() if k != b"pandas"}
         meta[SEQ_METADATA] = str(seq).encode()
         return table.replace_schema_metadata(meta)
@@ -532,12 +546,20 @@ class FeatureStore:
     ) -> dict[str, Any]:
         """Stream a point-in-time join to Parquet at `out_path`: {"seq", "rows", "path"}."""
         self._check_readable()
-        plan = self._plan(self._snap, features, full_feature_names)
+        snap = self._snap
+        plan = self._plan(snap, features, full_feature_names)
         seq = self._as_of(as_of_seq)
         assert self._off is not None
+        if full_feature_names and any(snap.storage[r.view.name] != r.view.name for r in plan.reads):
+            # a view in its second storage generation would export as `<view>__g<n>__feature`:
+            # join in memory and rename instead of streaming (the offline export cannot rename)
+            table = self.get_historical_features(entities, features, True, seq)
+            pq.write_table(table, str(out_path), compression="zstd")
+            self._counters["exports"] += 1
+            return {"seq": seq, "rows": table.num_rows, "path": str(out_path)}
         res = self._off.export(
             self._entity_table(entities, plan),
-            self._queries(plan),
+            self._queries(snap, plan),
             str(out_path),
             as_of_seq=seq,
             full_feature_names=full_feature_names,
@@ -559,7 +581,7 @@ class FeatureStore:
             assert self._off is not None
             out = {}
             for name, view in self._snap.defs.feature_views.items():
-                offline = self._off.latest_per_entity(name)
+                offline = self._off.latest_per_entity(self._snap.storage[name])
                 online = self._snap.trees[name].scan()
                 out[name] = audit_view(view, offline, online)
                 if out[name]["mismatches"]:
@@ -655,3 +677,16 @@ def _lookup_hashed(tree: LSMTree, canon: np.ndarray, base: np.ndarray) -> tuple[
         return res, match
     keys, found = probe_keys(canon, base, _entity_lookup(tree))
     return tree.get_many(keys), found
+
+
+def _logical_names(table: pa.Table, plan: FeaturePlan, storage: Mapping[str, str]) -> pa.Table:
+    """Rename `<storage>__feature` columns of renamed views back to `<view>__feature`."""
+    renames = {
+        f"{storage[r.view.name]}__{f}": f"{r.view.name}__{f}"
+        for r in plan.reads
+        if storage[r.view.name] != r.view.name
+        for f in r.features
+    }
+    if not renames:
+        return table
+    return table.rename_columns([renames.get(c, c) for c in table.column_names])

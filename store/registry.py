@@ -3,8 +3,8 @@
 `plan_apply` decides what an apply changes and refuses what would lose or corrupt data (a type or
 key change, a dropped feature or view that holds data) unless forced. `Registry` persists the
 applied definitions atomically (temp file, fsync, rename, fsync of the directory) together with
-each view's `reset_seq`: commit-log records of a view at or below it belong to a dropped
-incarnation of the view and are never replayed. Not thread-safe; the FeatureStore serializes it.
+each view's `reset_seq` (commit-log records of a view at or below it belong to a dropped
+incarnation of the view and are never replayed) and `generation` (which names its storage). Not thread-safe; the FeatureStore serializes it.
 """
 
 from __future__ import annotations
@@ -131,6 +131,7 @@ class Registry:
         self.path = Path(root) / REGISTRY_FILE
         self.definitions = Definitions()
         self.reset_seq: dict[str, int] = {}
+        self.generation: dict[str, int] = {}
         if self.path.exists():
             self._load()
 
@@ -141,15 +142,30 @@ class Registry:
                 raise ValueError(f"unsupported version {data.get('version')!r}")
             self.definitions = Definitions.from_dict(data["definitions"], where=str(self.path))
             self.reset_seq = {str(k): int(v) for k, v in data.get("reset_seq", {}).items()}
+            self.generation = {str(k): int(v) for k, v in data.get("generation", {}).items()}
         except (ValueError, KeyError, TypeError, DefinitionError) as e:
             raise CorruptionError(f"registry file {str(self.path)!r} is unreadable: {e}") from e
 
-    def save(self, definitions: Definitions, reset_seq: dict[str, int]) -> None:
+    def storage_name(self, view: str) -> str:
+        """Where a view's data lives (`online/<name>`, offline view `<name>`): the view name,
+        suffixed `__g<n>` after its n-th forced reset, so a fresh incarnation never meets the
+        files of a dropped one."""
+        gen = self.generation.get(view, 0)
+        return view if gen == 0 else f"{view}__g{gen}"
+
+    def save(
+        self,
+        definitions: Definitions,
+        reset_seq: dict[str, int],
+        generation: dict[str, int] | None = None,
+    ) -> None:
         """Persist atomically; on return the new registry is durable."""
+        generation = dict(self.generation if generation is None else generation)
         body = {
             "version": REGISTRY_VERSION,
             "definitions": definitions.to_dict(),
             "reset_seq": reset_seq,
+            "generation": generation,
         }
         tmp = self.path.with_suffix(".json.tmp")
         with open(tmp, "w") as f:
@@ -164,3 +180,4 @@ class Registry:
             os.close(dir_fd)
         self.definitions = definitions
         self.reset_seq = dict(reset_seq)
+        self.generation = generation
