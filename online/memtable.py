@@ -86,10 +86,20 @@ class Memtable:
             self.string_bytes += string_bytes
             return int(applied.sum())
 
-    def lookup(self, q, todo, ntodo, out, loc, srcid) -> int:
-        """mem_lookup under the lock; see _kernels.table_lookup for the outputs."""
+    def lookup(self, q, todo, ntodo, out, loc, srcid, strings: bool = False):
+        """mem_lookup under the lock; see _kernels.table_lookup for the outputs. Returns (keys
+        remaining, source): the source to read string values from later, a snapshot of the
+        strings of the rows found (taken under the same lock as the records, so a later write
+        cannot change them) when `strings`, else self."""
         with self.lock:
-            return K.mem_lookup(q, todo, ntodo, self.hkeys, self.hslots, self.recs, out, loc, srcid)
+            rem = K.mem_lookup(q, todo, ntodo, self.hkeys, self.hslots, self.recs, out, loc, srcid)
+            if not strings or not self.strings or rem == ntodo:
+                return rem, self
+            tag = np.int64(srcid) << K.LOC_SHIFT
+            hit = loc[(loc >> K.LOC_SHIFT) == srcid]
+            slots = np.unique(hit - tag)
+            snap = {i: col[slots] for i, col in self.strings.items()}
+        return rem, _StringSnapshot(self.layout, slots, snap)
 
     def string_values(self, field: Field, positions: np.ndarray) -> list:
         """Python values (str or None) of string field `field` at slots `positions`."""
@@ -108,3 +118,16 @@ class Memtable:
                 for i, col in self.strings.items()
             }
         return keys, recs, strings
+
+
+class _StringSnapshot:
+    """String values of some memtable slots, copied at lookup time."""
+
+    def __init__(self, layout: Layout, slots: np.ndarray, values: dict[int, np.ndarray]) -> None:
+        self.layout = layout
+        self.slots = slots  # sorted, unique
+        self.values = values
+
+    def string_values(self, field: Field, positions: np.ndarray) -> list:
+        col = self.values[self.layout.index[field.name]]
+        return list(col[np.searchsorted(self.slots, positions)])

@@ -100,11 +100,12 @@ class LSMTree:
         live = man.live_files()
         highest = 0
         for p in self.path.iterdir():
+            stem = p.name.split(".")[0]
+            if stem.isdigit():  # numbers of removed orphans are never reused either
+                highest = max(highest, int(stem))
             if p.name.endswith(".tmp") or (p.suffix == ".sst" and p.name not in live):
                 log.info("removing orphan file %s", p)
                 p.unlink()
-            elif p.suffix == ".sst" and p.stem.isdigit():
-                highest = max(highest, int(p.stem))
         man.next_file = max(man.next_file, highest + 1)
         layouts = {self._layout.nfields: self._layout}
         levels = []
@@ -275,9 +276,10 @@ class LSMTree:
         for mem in v.mems:
             if ntodo == 0:
                 break
+            source = mem
             if mem.nrows:
-                ntodo = mem.lookup(q, todo, ntodo, out, loc, len(sources))
-            sources.append(mem)
+                ntodo, source = mem.lookup(q, todo, ntodo, out, loc, len(sources), not for_write)
+            sources.append(source)
         perf = time.perf_counter_ns
         for t, _level, use_bloom in v.plan:
             if ntodo == 0:

@@ -38,4 +38,6 @@ def make_batch(rng: np.random.Generator, n: int, tag: int) -> pa.RecordBatch:
 
 def row_of(batch: pa.RecordBatch, r: int) -> dict:
     """Python values of row r of a make_batch batch."""
-    return {name: batch.column(name)[r].as_py() for name in batch.schema.names}
+    row = {name: batch.column(name)[r].as_py() for name in batch.schema.names}
+    row["t"] = batch.column("t")[r].value  # int64 ns
+    return row

@@ -122,7 +122,7 @@ def test_memtable_keeps_latest_version_and_finds_every_key() -> None:
     out = np.zeros((len(q), LAYOUT.rowwords), dtype=np.int64)
     loc = np.full(len(q), -1, dtype=np.int64)
     todo = np.arange(len(q), dtype=np.int64)
-    rem = mem.lookup(q, todo, len(q), out, loc, 0)
+    rem, _ = mem.lookup(q, todo, len(q), out, loc, 0)
     assert rem == len(q) - len(model)
     for i, k in enumerate(q.tolist()):
         assert (loc[i] >= 0) == (k in model)
