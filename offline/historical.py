@@ -15,9 +15,8 @@ import pyarrow as pa
 from offline.entities import EntityInput, check_keys
 from offline.errors import SchemaMismatchError
 from offline.names import check_identifier
-from offline.pit_join import JoinPart, join_sql
+from offline.pit_join import FETCH_COLUMNS, MATCH_COLUMNS, JoinPart, join_sql
 from offline.query import FeatureQuery
-from offline.schema import stored_schema
 from offline.source import Bounds, ViewSnapshot, source_sql
 
 
@@ -92,9 +91,11 @@ def plan_join(
         lo = None
         if q.ttl_ns > 0:
             lo = (ent.min_ts if ent.min_ts is not None else 0) - q.ttl_ns
-        cols = [*snap.keys, *stored_schema(snap.schema).names[len(snap.keys) :]]
-        needed = [c for c in cols if c not in snap.features or c in q.features]
-        sql, used = source_sql(con, snap, f"q{i}", needed, Bounds(lo, hi, as_of_seq), params)
+        bounds = Bounds(lo, hi, as_of_seq)
+        match_cols = [*snap.keys, *MATCH_COLUMNS]
+        match, used = source_sql(con, snap, f"m{i}", match_cols, bounds, params)
+        fetch_cols = [*FETCH_COLUMNS, *q.features]
+        fetch, _ = source_sql(con, snap, f"f{i}", fetch_cols, bounds, params)
         files += [str(snap.view_dir / f.path) for f in used]
         mine = fields[at : at + len(q.features)]
         at += len(q.features)
@@ -102,6 +103,6 @@ def plan_join(
             "FLOAT[]" if for_parquet and pa.types.is_fixed_size_list(f.type) else None for f in mine
         )
         names = tuple(f.name for f in mine)
-        parts.append(JoinPart(sql, snap.keys, tuple(q.features), names, q.ttl_ns, casts))
+        parts.append(JoinPart(match, fetch, snap.keys, tuple(q.features), names, q.ttl_ns, casts))
     sql = join_sql(entity_source, entity_columns, parts)
     return JoinPlan(sql, params, fields, files)

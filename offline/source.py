@@ -42,11 +42,21 @@ class ViewSnapshot:
         return [f for f in self.files if f.day in days]
 
     def buffer_table(self) -> pa.Table:
-        """Buffered rows as one table of the full stored schema (zero-copy when possible)."""
+        """Buffered rows as one table of the stored schema (zero-copy when possible)."""
         schema = stored_schema(self.schema)
-        if not self.buffer:
-            return schema.empty_table()
-        return pa.concat_tables([pad_to(t, schema) for t in self.buffer])
+        table = (
+            pa.concat_tables([pad_to(t, schema) for t in self.buffer])
+            if self.buffer
+            else schema.empty_table()
+        )
+        # Vectors as variable lists, as DuckDB reads them from Parquet: mixing its ARRAY type
+        # with LIST in one query hits a DuckDB 2.0 cast bug (garbage list lengths).
+        for i, f in enumerate(schema):
+            if pa.types.is_fixed_size_list(f.type):
+                table = table.set_column(
+                    i, f.name, table.column(i).cast(pa.list_(f.type.value_type))
+                )
+        return table
 
 
 @dataclass(frozen=True)
