@@ -36,22 +36,53 @@ class EntityInput:
     ets: pa.Array | None = None  # event_timestamp as int64 ns, for `table`
     path: str | None = None
 
-    def register(self, con: duckdb.DuckDBPyConnection, columns: list[str], params: dict) -> str:
-        """Make the entity rows readable on `con`; returns SQL yielding `columns`, id and ts."""
+    def register(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        columns: list[str],
+        params: dict,
+        extra: dict[str, pa.Array],
+    ) -> str:
+        """Make the entity rows readable on `con`; returns SQL yielding `columns`, id and ts.
+
+        `extra`: more columns aligned with the entity rows (precomputed matches).
+        """
         if self.table is not None:
             narrow = pa.table(
                 {c: self.table.column(c) for c in columns}
                 | {ENTITY_ID: np.arange(self.num_rows, dtype=np.int64), ENTITY_TS: self.ets}
+                | extra
             )
             con.register("__rh_entities", narrow)
             return "__rh_entities"
         params["__rh_entity_path"] = literal_path(self.path)
         cols = ", ".join(quote_ident(c) for c in columns)
-        return (
+        source = (
             f"(SELECT {cols}{', ' if cols else ''}{_FILE_ROW} AS {ENTITY_ID}, "
             f"epoch_ns({quote_ident(EVENT_TS)}) AS {ENTITY_TS} "
             f"FROM read_parquet($__rh_entity_path, file_row_number = true))"
         )
+        if not extra:
+            return source
+        ids = {ENTITY_ID: np.arange(self.num_rows, dtype=np.int64)}
+        con.register("__rh_matches", pa.table(ids | extra))
+        names = ", ".join(f"__rh_x.{quote_ident(c)}" for c in extra)
+        return (
+            f"(SELECT __rh_y.*, {names} FROM {source} AS __rh_y "
+            f"LEFT JOIN __rh_matches AS __rh_x ON __rh_y.{ENTITY_ID} = __rh_x.{ENTITY_ID})"
+        )
+
+    def key_and_ts(self, key: str) -> tuple[pa.ChunkedArray, pa.Array]:
+        """The entity column `key` and event_timestamp as int64 ns, in input order."""
+        if self.table is not None:
+            assert self.ets is not None
+            return self.table.column(key), self.ets
+        assert self.path is not None
+        try:
+            table = pq.read_table(self.path, columns=[key, EVENT_TS])
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise OfflineError(f"entity file {self.path!r} is not readable: {exc}") from exc
+        return table.column(key), array_to_ns(table.column(EVENT_TS), "entity event_timestamp")
 
 
 def _check_schema(schema: pa.Schema, where: str) -> None:

@@ -14,10 +14,12 @@ import pyarrow as pa
 
 from offline.entities import EntityInput, check_keys
 from offline.errors import SchemaMismatchError
+from offline.manifest import FileEntry
 from offline.names import check_identifier
 from offline.pit_join import FETCH_COLUMNS, MATCH_COLUMNS, JoinPart, join_sql
+from offline.pit_match import IntKeyMatcher
 from offline.query import FeatureQuery
-from offline.source import Bounds, ViewSnapshot, source_sql
+from offline.source import Bounds, ViewSnapshot, iter_rows, source_sql
 
 
 @dataclass(frozen=True)
@@ -71,19 +73,19 @@ def plan_join(
     full_feature_names: bool,
     entity_columns: list[str] | None,
     for_parquet: bool = False,
+    force_asof: bool = False,
 ) -> JoinPlan:
     """Register the entity and view sources on `con` and build the join SQL.
 
     `entity_columns`: entity columns to output before the features (None: none, the caller
     re-attaches them). `for_parquet`: vectors leave as FLOAT[] lists, because DuckDB's
-    Parquet encoding of a null fixed-size ARRAY is unreadable by pyarrow 26. Raises SchemaMismatchError / UnknownViewError before any work.
+    Parquet encoding of a null fixed-size ARRAY is unreadable by pyarrow 26.
+    `force_asof`: use DuckDB ASOF for every view (the numba matcher is the default for
+    one-int64-key views; tests compare both). Raises SchemaMismatchError before any work.
     """
     fields = check_queries(queries, snaps, ent, full_feature_names)
     params: dict[str, object] = {}
-    key_cols = list(dict.fromkeys(k for q in queries for k in snaps[q.view].keys))
-    wanted = list(dict.fromkeys((entity_columns or []) + key_cols))
-    entity_source = ent.register(con, wanted, params)
-    parts, files = [], []
+    parts, files, extra = [], [], {}
     at = 0
     for i, q in enumerate(queries):
         snap = snaps[q.view]
@@ -92,8 +94,14 @@ def plan_join(
         if q.ttl_ns > 0:
             lo = (ent.min_ts if ent.min_ts is not None else 0) - q.ttl_ns
         bounds = Bounds(lo, hi, as_of_seq)
-        match_cols = [*snap.keys, *MATCH_COLUMNS]
-        match, used = source_sql(con, snap, f"m{i}", match_cols, bounds, params)
+        precomputed = use_int_matcher(snap) and not force_asof
+        match = ""
+        if precomputed:
+            used = snap.prune(lo, hi)
+            extra[f"__rh_s{i}"], extra[f"__rh_r{i}"] = match_int_key(ent, snap, used, bounds, q)
+        else:
+            match_cols = [*snap.keys, *MATCH_COLUMNS]
+            match, used = source_sql(con, snap, f"m{i}", match_cols, bounds, params)
         fetch_cols = [*FETCH_COLUMNS, *q.features]
         fetch, _ = source_sql(con, snap, f"f{i}", fetch_cols, bounds, params)
         files += [str(snap.view_dir / f.path) for f in used]
@@ -103,6 +111,39 @@ def plan_join(
             "FLOAT[]" if for_parquet and pa.types.is_fixed_size_list(f.type) else None for f in mine
         )
         names = tuple(f.name for f in mine)
-        parts.append(JoinPart(match, fetch, snap.keys, tuple(q.features), names, q.ttl_ns, casts))
+        parts.append(
+            JoinPart(
+                match, fetch, snap.keys, tuple(q.features), names, q.ttl_ns, casts, precomputed
+            )
+        )
+    key_cols = list(dict.fromkeys(k for q in queries for k in snaps[q.view].keys))
+    wanted = list(dict.fromkeys((entity_columns or []) + key_cols))
+    entity_source = ent.register(con, wanted, params, extra)
     sql = join_sql(entity_source, entity_columns, parts)
     return JoinPlan(sql, params, fields, files)
+
+
+def use_int_matcher(snap: ViewSnapshot) -> bool:
+    """Views with one int64 key are matched by the numba plan (pit_match), others by ASOF."""
+    return len(snap.keys) == 1 and snap.schema.field(snap.keys[0]).type == pa.int64()
+
+
+def match_int_key(
+    ent: EntityInput, snap: ViewSnapshot, files: list[FileEntry], bounds: Bounds, q: FeatureQuery
+) -> tuple[pa.Array, pa.Array]:
+    """Matched (_seq, _row) per entity row for a one-int64-key view, streaming its rows."""
+    key = snap.keys[0]
+    keys, ets = ent.key_and_ts(key)
+    keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
+    valid = None
+    if keys.null_count:
+        valid = keys.is_valid().to_numpy(zero_copy_only=False)
+        keys = keys.fill_null(0)
+    matcher = IntKeyMatcher(
+        keys.cast(pa.int64()).to_numpy(zero_copy_only=False),
+        ets.to_numpy(zero_copy_only=False),
+        valid,
+    )
+    for table in iter_rows(snap, files, [key, *MATCH_COLUMNS]):
+        matcher.add(table, key, bounds.as_of_seq, bounds.lo_ns)
+    return matcher.finish(q.ttl_ns)

@@ -33,6 +33,10 @@ class OfflineOptions:
     # under <root>/offline/_duckdb_tmp; this is what bounds export memory.
     duckdb_threads: int | None = None
     duckdb_memory_limit: str = "512MB"
+    # Point-in-time join plan: "auto" matches views with one int64 key in numba (memory
+    # O(entity rows), files streamed) and others with DuckDB ASOF JOIN; "asof" uses DuckDB
+    # ASOF for every view (the baseline the benchmark compares against).
+    join_plan: str = "auto"
     # fsync files, directories and the manifest. Off only for benchmarks of the CPU path.
     fsync: bool = True
 
@@ -43,5 +47,7 @@ class OfflineOptions:
             raise ValueError(f"compact_min_files must be >= 2, got {self.compact_min_files}")
         if self.backpressure_factor < 1:
             raise ValueError(f"backpressure_factor must be >= 1, got {self.backpressure_factor}")
+        if self.join_plan not in ("auto", "asof"):
+            raise ValueError(f"join_plan must be 'auto' or 'asof', got {self.join_plan!r}")
         if self.row_group_rows < 1:
             raise ValueError(f"row_group_rows must be >= 1, got {self.row_group_rows}")

@@ -42,6 +42,9 @@ class JoinPart:
     out_names: tuple[str, ...]  # output column name per feature
     ttl_ns: int
     casts: tuple[str | None, ...] = ()  # SQL type per output feature, or None to keep it
+    # True: the entity source already carries the match as `__rh_s<i>`, `__rh_r<i>` (ttl
+    # applied; see pit_match), so this part needs no ASOF.
+    precomputed: bool = False
 
 
 def version_struct(ts: str, created: str, seq: str, row: str) -> str:
@@ -73,15 +76,6 @@ def join_sql(entity_source: str, entity_columns: list[str] | None, parts: list[J
     fetches, selects = [], [f"__rh_m.{quote_ident(c)}" for c in entity_columns or []]
     for i, part in enumerate(parts):
         f, g = f"__rh_f{i}", f"__rh_g{i}"
-        ctes.append(f"{f} AS ({_match_cte(part)})")
-        on = [f"__rh_e.{quote_ident(k)} = {f}.{quote_ident(k)}" for k in part.keys]
-        on.append(f"__rh_e.{_VERSION} >= {f}.{_VERSION}")
-        asofs.append(f"ASOF LEFT JOIN {f} ON {' AND '.join(on)}")
-        fresh = "TRUE"
-        if part.ttl_ns > 0:
-            fresh = f"{f}.{_VERSION}.t >= __rh_e.{ENTITY_TS} - {int(part.ttl_ns)}"
-        matched.append(f"CASE WHEN {fresh} THEN {f}.{_VERSION}.s END AS __rh_s{i}")
-        matched.append(f"CASE WHEN {fresh} THEN {f}.{_VERSION}.r END AS __rh_r{i}")
         fetches.append(
             f"LEFT JOIN {part.fetch_source} AS {g} ON __rh_m.__rh_s{i} = {g}.{quote_ident(SEQ_COLUMN)}"
             f" AND __rh_m.__rh_r{i} = {g}.{quote_ident(ROW_COLUMN)}"
@@ -92,6 +86,17 @@ def join_sql(entity_source: str, entity_columns: list[str] | None, parts: list[J
             if cast is not None:
                 value = f"CAST({value} AS {cast})"
             selects.append(f"{value} AS {quote_ident(out)}")
+        if part.precomputed:
+            continue
+        ctes.append(f"{f} AS ({_match_cte(part)})")
+        on = [f"__rh_e.{quote_ident(k)} = {f}.{quote_ident(k)}" for k in part.keys]
+        on.append(f"__rh_e.{_VERSION} >= {f}.{_VERSION}")
+        asofs.append(f"ASOF LEFT JOIN {f} ON {' AND '.join(on)}")
+        fresh = "TRUE"
+        if part.ttl_ns > 0:
+            fresh = f"{f}.{_VERSION}.t >= __rh_e.{ENTITY_TS} - {int(part.ttl_ns)}"
+        matched.append(f"CASE WHEN {fresh} THEN {f}.{_VERSION}.s END AS __rh_s{i}")
+        matched.append(f"CASE WHEN {fresh} THEN {f}.{_VERSION}.r END AS __rh_r{i}")
     ctes.append(f"__rh_m AS (SELECT {', '.join(matched)} FROM __rh_e {' '.join(asofs)})")
     if not selects:
         selects = [f"__rh_m.{ENTITY_ID}"]

@@ -562,7 +562,16 @@ class OfflineStore:
         con = self._cursor()
         try:
             ent = load_entities(entities, con, read_path=True)
-            plan = plan_join(con, snaps, ent, queries, as_of_seq, full_feature_names, None)
+            plan = plan_join(
+                con,
+                snaps,
+                ent,
+                queries,
+                as_of_seq,
+                full_feature_names,
+                None,
+                force_asof=self._options.join_plan == "asof",
+            )
             self.last_join_files = plan.files
             result = self._run(con, plan.sql, plan.params)
         finally:
@@ -608,6 +617,7 @@ class OfflineStore:
                 full_feature_names,
                 ent.schema.names,
                 for_parquet=True,
+                force_asof=self._options.join_plan == "asof",
             )
             copy = (
                 f"COPY ({plan.sql}) TO {sql_string(str(temp))} (FORMAT parquet, COMPRESSION zstd)"

@@ -67,10 +67,10 @@ def _check(off, data, ents, queries, as_of, full=False) -> None:
         assert got.schema.field(name).type == ents.schema.field(name).type
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_join_matches_oracle_buffer_parquet_as_of_and_compaction(tmp_path, seed) -> None:
+@pytest.mark.parametrize("seed, plan", [(1, "auto"), (2, "auto"), (3, "asof"), (4, "asof")])
+def test_join_matches_oracle_buffer_parquet_as_of_and_compaction(tmp_path, seed, plan) -> None:
     rng = np.random.default_rng(seed)
-    off = OfflineStore(tmp_path / "root", options())
+    off = OfflineStore(tmp_path / "root", options(join_plan=plan))
     for name, (keys, _) in VIEWS.items():
         off.register_view(name, schema_of(name), keys)
     data = _load(off, rng, batches=24, flush_after=int(rng.integers(5, 18)))
@@ -88,7 +88,7 @@ def test_join_matches_oracle_buffer_parquet_as_of_and_compaction(tmp_path, seed)
     for view, rs in more["rows"].items():
         data["rows"][view] += rs
     off.close()
-    off = OfflineStore(tmp_path / "root", options())
+    off = OfflineStore(tmp_path / "root", options(join_plan=plan))
     before = {q[0].view: off.get_historical(ents, q) for q in QUERY_SETS}
     files_before = sum(s["files"] for s in off.stats().values())
     off.compact()
