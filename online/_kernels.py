@@ -260,29 +260,30 @@ def plr_predict(seg_keys, seg_fb, q, out):
 
 
 @njit(cache=True, nogil=True)
-def mem_insert(hkeys, hslots, slot_keys, recs, nrows, bkeys, brecs, rows, out_slot):
-    """Insert batch rows `rows` (their keys unique) into the hash table (linear probing, capacity
-    a power of two, empty slot = -1). A row replaces the stored one when its (event_ts,
-    created_ts) >= the stored pair (it has the larger seq, so it wins ties); otherwise it is
-    dropped (out_slot = -1). Returns the new row count."""
-    mask = np.uint64(hkeys.shape[0] - 1)
+def mem_insert(htab, slot_keys, recs, nrows, bkeys, brecs, rows, out_slot):
+    """Insert batch rows `rows`, in order, into the hash table htab ((cap, 2) uint64: key, slot + 1;
+    0 = empty; linear probing; cap a power of two). A row replaces the stored one when its
+    (event_ts, created_ts) >= the stored pair (it is later in seq or in the batch, so it wins
+    ties); otherwise it is dropped (out_slot = -1). Returns the new row count."""
+    mask = np.uint64(htab.shape[0] - 1)
     width = recs.shape[1]
     for r in range(rows.shape[0]):
         b = rows[r]
         k = bkeys[b]
         h = np.int64(mix64(k) & mask)
-        while hslots[h] != -1 and hkeys[h] != k:
+        while htab[h, 1] != 0 and htab[h, 0] != k:
             h = np.int64((np.uint64(h) + _ONE) & mask)
-        s = hslots[h]
-        if s == -1:
+        if htab[h, 1] == 0:
             s = nrows
             nrows += 1
-            hkeys[h] = k
-            hslots[h] = s
+            htab[h, 0] = k
+            htab[h, 1] = np.uint64(s + 1)
             slot_keys[s] = k
-        elif brecs[b, 0] < recs[s, 0] or (brecs[b, 0] == recs[s, 0] and brecs[b, 1] < recs[s, 1]):
-            out_slot[r] = -1
-            continue
+        else:
+            s = np.int64(htab[h, 1]) - 1
+            if brecs[b, 0] < recs[s, 0] or (brecs[b, 0] == recs[s, 0] and brecs[b, 1] < recs[s, 1]):
+                out_slot[r] = -1
+                continue
         for w in range(width):
             recs[s, w] = brecs[b, w]
         out_slot[r] = s
@@ -290,22 +291,22 @@ def mem_insert(hkeys, hslots, slot_keys, recs, nrows, bkeys, brecs, rows, out_sl
 
 
 @njit(cache=True, nogil=True)
-def mem_rehash(slot_keys, nrows, hkeys, hslots):
-    """Rebuild the hash table (hslots all -1) from slot_keys[:nrows]."""
-    mask = np.uint64(hkeys.shape[0] - 1)
+def mem_rehash(slot_keys, nrows, htab):
+    """Rebuild the hash table (all zeros) from slot_keys[:nrows]."""
+    mask = np.uint64(htab.shape[0] - 1)
     for s in range(nrows):
         k = slot_keys[s]
         h = np.int64(mix64(k) & mask)
-        while hslots[h] != -1:
+        while htab[h, 1] != 0:
             h = np.int64((np.uint64(h) + _ONE) & mask)
-        hkeys[h] = k
-        hslots[h] = s
+        htab[h, 0] = k
+        htab[h, 1] = np.uint64(s + 1)
 
 
 @njit(cache=True, nogil=True)
-def mem_lookup(q, todo, ntodo, hkeys, hslots, recs, out, loc, srcid):
+def mem_lookup(q, todo, ntodo, htab, recs, out, loc, srcid):
     """Memtable counterpart of table_lookup (same outputs and todo compaction)."""
-    mask = np.uint64(hkeys.shape[0] - 1)
+    mask = np.uint64(htab.shape[0] - 1)
     width = recs.shape[1]
     tag = np.int64(srcid) << LOC_SHIFT
     rem = 0
@@ -313,13 +314,13 @@ def mem_lookup(q, todo, ntodo, hkeys, hslots, recs, out, loc, srcid):
         i = todo[j]
         k = q[i]
         h = np.int64(mix64(k) & mask)
-        while hslots[h] != -1 and hkeys[h] != k:
+        while htab[h, 1] != 0 and htab[h, 0] != k:
             h = np.int64((np.uint64(h) + _ONE) & mask)
-        s = hslots[h]
-        if s == -1:
+        if htab[h, 1] == 0:
             todo[rem] = i
             rem += 1
         else:
+            s = np.int64(htab[h, 1]) - 1
             for w in range(width):
                 out[i, w] = recs[s, w]
             loc[i] = tag | s
@@ -327,27 +328,6 @@ def mem_lookup(q, todo, ntodo, hkeys, hslots, recs, out, loc, srcid):
 
 
 # ---- batches and merges -----------------------------------------------------------------------
-
-
-@njit(cache=True, nogil=True)
-def latest_in_batch(keys, order, ev, cr, out):
-    """order: a stable argsort of keys. For each distinct key write the index of its latest row
-    under (event_ts, created_ts, position) to out, in key order; returns how many."""
-    n = order.shape[0]
-    m = 0
-    j = 0
-    while j < n:
-        best = order[j]
-        k = keys[best]
-        j += 1
-        while j < n and keys[order[j]] == k:
-            r = order[j]
-            if ev[r] > ev[best] or (ev[r] == ev[best] and cr[r] >= cr[best]):
-                best = r
-            j += 1
-        out[m] = best
-        m += 1
-    return m
 
 
 @njit(cache=True, nogil=True)

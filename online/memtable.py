@@ -5,11 +5,12 @@ object array per string field, indexed by the same slot. Only the latest version
 (see `_kernels.mem_insert`).
 
 Thread-safety: `insert` and `lookup` take the memtable's lock (the insert kernel runs for about a
-millisecond per 10k rows); a frozen memtable is never written again.
+millisecond per 10k rows); a frozen memtable is never written again and is read without it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import numpy as np
@@ -32,7 +33,7 @@ class Memtable:
         self.string_bytes = 0
         self.frozen = False
         self._alloc_rows(capacity)
-        self._alloc_hash(2 * capacity)
+        self._alloc_hash(1 << (2 * capacity - 1).bit_length())  # a power of two
 
     def _alloc_rows(self, cap: int) -> None:
         n = self.nrows
@@ -47,10 +48,15 @@ class Memtable:
         self.recs, self.slot_keys, self.strings = recs, slot_keys, strings
 
     def _alloc_hash(self, cap: int) -> None:
-        self.hkeys = np.zeros(cap, dtype=np.uint64)
-        self.hslots = np.full(cap, -1, dtype=np.int64)
+        assert cap & (cap - 1) == 0, "hash capacity must be a power of two"
+        self.htab = np.zeros((cap, 2), dtype=np.uint64)  # key, slot + 1 (0 = empty)
         if self.nrows:
-            K.mem_rehash(self.slot_keys, self.nrows, self.hkeys, self.hslots)
+            K.mem_rehash(self.slot_keys, self.nrows, self.htab)
+
+    def _read_lock(self) -> threading.Lock | contextlib.nullcontext:
+        # a frozen memtable is never written again (frozen is set under the tree's write lock,
+        # after the last insert), so its readers need no lock
+        return contextlib.nullcontext() if self.frozen else self.lock
 
     @property
     def nbytes(self) -> int:
@@ -71,13 +77,12 @@ class Memtable:
             need = self.nrows + m
             if need > len(self.recs):
                 self._alloc_rows(max(need, 2 * len(self.recs)))
-            if 2 * need > len(self.hkeys):
+            if 2 * need > len(self.htab):
                 self._alloc_hash(1 << (2 * need - 1).bit_length())
             out_slot = np.empty(m, dtype=np.int64)
             self.nrows = K.mem_insert(
-                self.hkeys, self.hslots, self.slot_keys, self.recs, self.nrows,
-                keys, records, rows, out_slot,
-            )  # fmt: skip
+                self.htab, self.slot_keys, self.recs, self.nrows, keys, records, rows, out_slot
+            )
             applied = out_slot >= 0
             if strings:
                 slots, src = out_slot[applied], rows[applied]
@@ -91,8 +96,8 @@ class Memtable:
         remaining, source): the source to read string values from later, a snapshot of the
         strings of the rows found (taken under the same lock as the records, so a later write
         cannot change them) when `strings`, else self."""
-        with self.lock:
-            rem = K.mem_lookup(q, todo, ntodo, self.hkeys, self.hslots, self.recs, out, loc, srcid)
+        with self._read_lock():
+            rem = K.mem_lookup(q, todo, ntodo, self.htab, self.recs, out, loc, srcid)
             if not strings or not self.strings or rem == ntodo:
                 return rem, self
             tag = np.int64(srcid) << K.LOC_SHIFT
@@ -103,12 +108,12 @@ class Memtable:
 
     def string_values(self, field: Field, positions: np.ndarray) -> list:
         """Python values (str or None) of string field `field` at slots `positions`."""
-        with self.lock:
+        with self._read_lock():
             return list(self.strings[self.layout.index[field.name]][positions])
 
     def sorted_run(self) -> tuple[np.ndarray, np.ndarray, dict[int, pa.Array]]:
         """(keys sorted, records, {string field: large_string array}), copies owned by the caller."""
-        with self.lock:
+        with self._read_lock():
             n = self.nrows
             order = np.argsort(self.slot_keys[:n], kind="stable")
             keys = self.slot_keys[:n][order]

@@ -217,12 +217,12 @@ def _values(col: pa.Array, f: Field, n: int) -> np.ndarray:
         child = col.values.slice(col.offset * w, n * w)
         if not pa.types.is_float32(child.type):
             child = child.cast(pa.float32())
-        vals = child.fill_null(0).to_numpy(zero_copy_only=False)
+        vals = _numpy(child, 0)
         return vals.reshape(n, w)
     if f.dtype == "bool":
         if not pa.types.is_boolean(t):
             raise _type_error(f, col)
-        return col.fill_null(False).to_numpy(zero_copy_only=False)
+        return _numpy(col, False)
     if f.dtype == "timestamp":
         if pa.types.is_timestamp(t):
             if t.unit != "ns":
@@ -230,7 +230,7 @@ def _values(col: pa.Array, f: Field, n: int) -> np.ndarray:
             col = col.view(pa.int64())
         elif not pa.types.is_int64(t):
             raise _type_error(f, col)
-        return col.fill_null(0).to_numpy(zero_copy_only=False)
+        return _numpy(col, 0)
     want = _SCALARS[f.dtype][1]
     if t != want:
         ok = (pa.types.is_integer(t) and pa.types.is_integer(want)) or (
@@ -242,7 +242,14 @@ def _values(col: pa.Array, f: Field, n: int) -> np.ndarray:
             col = col.cast(want)
         except pa.ArrowInvalid as e:
             raise OnlineError(f"column {f.name!r}: cannot convert to {f.dtype}: {e}") from None
-    return col.fill_null(0).to_numpy(zero_copy_only=False)
+    return _numpy(col, 0)
+
+
+def _numpy(col: pa.Array, fill: object) -> np.ndarray:
+    """Values with nulls replaced by `fill` (zero copy when there are no nulls)."""
+    if col.null_count:
+        col = col.fill_null(fill)
+    return col.to_numpy(zero_copy_only=False)
 
 
 def _strings(col: pa.Array, f: Field) -> np.ndarray:

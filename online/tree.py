@@ -118,14 +118,16 @@ class LSMTree:
                 tables.append(self._open_table(meta, layouts[nf]))
             levels.append(tuple(tables))
         self._last_seq = man.durable_seq
-        self._version = Version((Memtable(self._layout),), tuple(levels) or ((),),
+        self._version = Version((self._new_memtable(),), tuple(levels) or ((),),
                                 self.options.bloom_last_level)  # fmt: skip
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         if self.options.background:
-            self._thread = threading.Thread(
-                target=self._background, name=f"lsm-{self.path.name}", daemon=True
-            )
-            self._thread.start()
+            for flusher in (True, False):
+                name = f"lsm-{'flush' if flusher else 'compact'}-{self.path.name}"
+                t = threading.Thread(target=self._background, args=(flusher,), name=name,
+                                     daemon=True)  # fmt: skip
+                t.start()
+                self._threads.append(t)
 
     @staticmethod
     def _check_fields(stored: list, given: list) -> None:
@@ -220,17 +222,15 @@ class LSMTree:
                 self._maintain()
 
     def _latest_rows(self, keys: np.ndarray, ev: np.ndarray, cr: np.ndarray) -> np.ndarray:
-        """Rows of the batch to apply: the latest per key, minus those older than the version
-        already visible in the tree."""
-        order = np.argsort(keys, kind="stable")
-        win = np.empty(len(keys), dtype=np.int64)
-        rows = win[: K.latest_in_batch(keys, order, ev, cr, win)]
-        recs, loc, _ = self._lookup(self._version, keys[rows], for_write=True)
+        """Rows of the batch to apply, in batch order: those not older than the version already
+        visible in the tree. (Among rows of one key in the batch, the memtable insert keeps the
+        latest: it applies them in order and a later row wins ties.)"""
+        recs, loc, _ = self._lookup(self._version, keys, for_write=True)
         found = loc >= 0
+        rows = np.arange(len(keys), dtype=np.int64)
         if found.any():
             vev, vcr = recs[:, 0], recs[:, 1]
-            e, c = ev[rows], cr[rows]
-            keep = ~found | (e > vev) | ((e == vev) & (c >= vcr))
+            keep = ~found | (ev > vev) | ((ev == vev) & (cr >= vcr))
             rows = rows[keep]
         return rows
 
@@ -245,12 +245,18 @@ class LSMTree:
             ):
                 self._cond.wait(0.05)
 
+    def _new_memtable(self) -> Memtable:
+        # sized for a full memtable up front: np.zeros maps pages lazily, and growing by copies
+        # would cost more than the whole insert
+        rows = self.options.memtable_bytes // (self._layout.rowbytes + 8) + 1
+        return Memtable(self._layout, capacity=min(rows, 1 << 22))
+
     def _freeze(self) -> None:
         """Make the active memtable immutable and start a new one (caller holds _write_lock)."""
         with self._version_lock:
             v = self._version
             v.mems[0].frozen = True
-            self._version = Version((Memtable(self._layout),) + v.mems, v.levels,
+            self._version = Version((self._new_memtable(),) + v.mems, v.levels,
                                     self.options.bloom_last_level)  # fmt: skip
 
     # ---- reads ----------------------------------------------------------------------------
@@ -493,17 +499,22 @@ class LSMTree:
         if self.options.index == "auto":
             self.analyze()
 
-    def _background(self) -> None:
+    def _background(self, flusher: bool) -> None:
+        """Loop of the flusher thread (frozen memtables -> L0) or of the compactor thread
+        (compactions and the analyzer): separate, so a long compaction never delays a flush and
+        the writers waiting for it."""
         interval = max(0.01, min(1.0, self.options.t_wait_s / 2 or 0.05))
         while not self._stop:
             with self._cond:
-                if not self._stop and len(self._version.mems) == 1:
+                if not self._stop and (not flusher or len(self._version.mems) == 1):
                     self._cond.wait(interval)
             if self._stop:
                 break
             try:
-                self._flush_frozen()
-                self._maintain()
+                if flusher:
+                    self._flush_frozen()
+                else:
+                    self._maintain()
             except Exception as e:  # noqa: BLE001 — kept and re-raised to callers by _check_open
                 log.exception("background work of %s failed", self.path)
                 self._bg_error = e
@@ -563,10 +574,10 @@ class LSMTree:
             self._stop = True
             with self._cond:
                 self._cond.notify_all()
-            if self._thread is not None:
-                self._thread.join()
+            for t in self._threads:
+                t.join()
             self._closed = True
-            self._version = Version((Memtable(self._layout),), ((),))
+            self._version = Version((self._new_memtable(),), ((),))
             fcntl.flock(self._lockfile, fcntl.LOCK_UN)
             self._lockfile.close()
 

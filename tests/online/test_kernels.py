@@ -88,22 +88,6 @@ def test_bloom_has_no_false_negatives_and_few_false_positives() -> None:
     assert b.may_contain(others).mean() < 0.03
 
 
-def test_latest_in_batch_matches_python() -> None:
-    rng = np.random.default_rng(4)
-    keys = rng.integers(0, 50, 400).astype(np.uint64)
-    ev = rng.integers(0, 5, 400)
-    cr = rng.integers(0, 3, 400)
-    order = np.argsort(keys, kind="stable")
-    out = np.empty(400, dtype=np.int64)
-    got = out[: K.latest_in_batch(keys, order, ev, cr, out)]
-    best: dict[int, int] = {}
-    for r in range(400):
-        k = int(keys[r])
-        if k not in best or (ev[r], cr[r], r) >= (ev[best[k]], cr[best[k]], best[k]):
-            best[k] = r
-    assert list(got) == [best[k] for k in sorted(best)]
-
-
 def test_memtable_keeps_latest_version_and_finds_every_key() -> None:
     rng = np.random.default_rng(5)
     mem = Memtable(LAYOUT, capacity=4)  # forces row and hash growth
