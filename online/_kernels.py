@@ -109,7 +109,8 @@ def table_lookup(
     A found key i gets its record copied to out[i] and loc[i] = srcid << LOC_SHIFT | position.
     Unfound indices are compacted to the front of todo; returns how many remain.
     mode MODE_BLOCK: ikeys are the fences (every fstride-th key). MODE_LEARNED: ikeys are the PLR
-    segment start keys, ifb[s] = (slope, start position), found through radix over the top bits
+    segment start keys, ifb[s] = (float32 bits of the slope, start position), found through radix
+    over the top bits
     of (key - min) >> rshift; the last-mile search covers [pred - delta, pred + delta].
     Ints instead of bools or numpy scalars keep the Python -> numba call cheap.
     """
@@ -117,6 +118,7 @@ def table_lookup(
     kmin = tkeys[0]
     kmax = tkeys[nk - 1]
     nf = ikeys.shape[0]
+    slopes = ifb.view(np.float32)
     sh = np.uint64(rshift)
     width = recs.shape[1]
     tag = np.int64(srcid) << LOC_SHIFT
@@ -160,7 +162,8 @@ def table_lookup(
             for g in range(gn):
                 if ok[g]:
                     s = base[g]
-                    pred = ifb[s, 1] + ifb[s, 0] * np.float64(qk[g] - ikeys[s])
+                    dxk = np.float64(qk[g] - ikeys[s])
+                    pred = np.float64(ifb[s, 1]) + np.float64(slopes[s, 0]) * dxk
                     lo = np.int64(np.floor(pred - delta))
                     hi = np.int64(np.floor(pred + delta)) + 2
                     lo = max(0, min(lo, nk - 1))
@@ -209,10 +212,13 @@ def binary_search_many(tkeys, q, out):
 def plr_fit(keys, delta, seg_keys, seg_fb):
     """Greedy PLR (shrinking cone): each segment starts at a key, and its slope is kept inside the
     cone of slopes that predict every later key of the segment within delta; a key that empties
-    the cone starts the next segment. Writes the segments (start key; slope, start position),
-    returns their count. keys: sorted,
-    unique. The caller passes delta slightly below the bound it promises, to absorb rounding."""
+    the cone (or narrows it below float32 resolution: slopes are stored as float32) starts the
+    next segment. Writes per segment its first key and (float32 bits of the slope, position of
+    the first key) into seg_fb ((n, 2) uint32); returns the number of segments. keys: sorted,
+    unique, fewer than 2^32. The caller passes delta slightly below the bound it promises, to
+    absorb float rounding."""
     n = keys.shape[0]
+    slopes = seg_fb.view(np.float32)
     ns = 0
     i = 0
     while i < n:
@@ -223,18 +229,19 @@ def plr_fit(keys, delta, seg_keys, seg_fb):
         while j < n:
             dx = np.float64(keys[j] - x0)
             dy = np.float64(j - i)
-            slo = (dy - delta) / dx
-            shi = (dy + delta) / dx
-            nlo = max(lo, slo)
-            nhi = min(hi, shi)
+            nlo = max(lo, (dy - delta) / dx)
+            nhi = min(hi, (dy + delta) / dx)
             if nlo > nhi:
+                break
+            mid = np.float64(np.float32((nlo + nhi) * 0.5))
+            if mid < nlo or mid > nhi:
                 break
             lo = nlo
             hi = nhi
             j += 1
         seg_keys[ns] = x0
-        seg_fb[ns, 0] = (lo + hi) * 0.5 if hi < np.inf else 0.0
-        seg_fb[ns, 1] = np.float64(i)
+        slopes[ns, 0] = np.float32((lo + hi) * 0.5) if hi < np.inf else np.float32(0.0)
+        seg_fb[ns, 1] = np.uint32(i)
         ns += 1
         i = j
     return ns
@@ -244,6 +251,7 @@ def plr_fit(keys, delta, seg_keys, seg_fb):
 def plr_predict(seg_keys, seg_fb, q, out):
     """out[i] = predicted position of q[i] (the arithmetic of table_lookup); q[i] >= seg_keys[0]."""
     ns = seg_keys.shape[0]
+    slopes = seg_fb.view(np.float32)
     for i in range(q.shape[0]):
         lo = 0
         hi = ns
@@ -253,7 +261,8 @@ def plr_predict(seg_keys, seg_fb, q, out):
                 lo = mid
             else:
                 hi = mid
-        out[i] = seg_fb[lo, 1] + seg_fb[lo, 0] * np.float64(q[i] - seg_keys[lo])
+        dx = np.float64(q[i] - seg_keys[lo])
+        out[i] = np.float64(seg_fb[lo, 1]) + np.float64(slopes[lo, 0]) * dx
 
 
 # ---- memtable -------------------------------------------------------------------------------

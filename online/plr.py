@@ -21,7 +21,7 @@ MAX_RADIX_BITS = 22  # cap of the radix table (4 MiB of int32)
 
 
 class PLRModel:
-    """Segments (start key, slope, start position) plus a radix table (int32) over the top bits of
+    """Segments (start key, float32 slope, uint32 start position) plus a radix table (int32) over the top bits of
     `key - min_key`: radix[p] = first segment whose start has prefix >= p."""
 
     def __init__(self, keys: np.ndarray, delta: int = 8) -> None:
@@ -31,14 +31,17 @@ class PLRModel:
         t0 = time.perf_counter_ns()
         self.delta = int(delta)
         n = len(keys)
+        if n >= 1 << 32:
+            raise ValueError("PLRModel stores positions as uint32: at most 2^32 - 1 keys")
         sk = np.empty(n, dtype=np.uint64)
-        fb = np.empty((n, 2), dtype=np.float64)
+        fb = np.empty((n, 2), dtype=np.uint32)
         ns = K.plr_fit(keys, float(delta) * (1.0 - _FIT_MARGIN), sk, fb)
         self.seg_keys = sk[:ns].copy()
-        self.seg_fb = fb[:ns].copy()  # (slope, start position) per segment
+        self.seg_fb = fb[:ns].copy()  # (float32 bits of the slope, start position) per segment
         self.min_key = int(keys[0])
         span = int(keys[-1]) - self.min_key
-        bits = min(MAX_RADIX_BITS, max(0, int(ns - 1).bit_length()))
+        # about one radix entry per two segments: a key's segment search then covers ~3
+        bits = min(MAX_RADIX_BITS, max(0, int(ns - 1).bit_length() - 1))
         self.shift = min(63, max(0, span.bit_length() - bits))  # a 64-bit shift is undefined
         prefixes = (self.seg_keys - np.uint64(self.min_key)) >> np.uint64(self.shift)
         nprefix = (span >> self.shift) + 2
@@ -51,8 +54,9 @@ class PLRModel:
 
     @property
     def nbytes(self) -> int:
-        """Model size in memory: 24 bytes per segment + 4 bytes per radix entry."""
-        return 24 * self.segments + 4 * len(self.radix)
+        """Model size in memory: 16 bytes per segment (first key, float32 slope, uint32 position)
+        + 4 bytes per radix entry."""
+        return self.seg_keys.nbytes + self.seg_fb.nbytes + self.radix.nbytes
 
     def predict(self, q: np.ndarray) -> np.ndarray:
         """Predicted positions (float64) of q (each >= the first key), as the lookup computes them."""

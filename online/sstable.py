@@ -35,7 +35,7 @@ __all__ = ["SSTable", "write_sstable", "BLOCK_BYTES", "file_crc"]
 
 BLOCK_BYTES = 4096  # bytes of records per fence pointer in `block` mode (LevelDB's block size)
 _META_KEY = b"rickhouse"
-_EMPTY_F64 = np.zeros((1, 2), dtype=np.float64)
+_EMPTY_FB = np.zeros((1, 2), dtype=np.uint32)
 _EMPTY_I32 = np.zeros(2, dtype=np.int32)
 
 
@@ -172,7 +172,7 @@ class SSTable:
         self.model: PLRModel | None = None
         self.delta = 0
         # (mode, index keys, (slope, start) per segment, radix, radix shift)
-        self._index: tuple = (K.MODE_BLOCK, self.fences, _EMPTY_F64, _EMPTY_I32, 0)
+        self._index: tuple = (K.MODE_BLOCK, self.fences, _EMPTY_FB, _EMPTY_I32, 0)
         # lookup statistics (approximate under concurrency: plain int updates under the GIL)
         self.lookups_positive = 0
         self.lookups_negative = 0
@@ -228,7 +228,7 @@ class SSTable:
                 m = self.model
                 idx = (K.MODE_LEARNED, m.seg_keys, m.seg_fb, m.radix, m.shift)
             else:
-                idx = (K.MODE_BLOCK, self.fences, _EMPTY_F64, _EMPTY_I32, 0)
+                idx = (K.MODE_BLOCK, self.fences, _EMPTY_FB, _EMPTY_I32, 0)
         return K.table_lookup(
             q, todo, ntodo, self.keys, self.records, idx[0], idx[1], idx[2], idx[3], idx[4],
             self.fstride, self.delta, self.bloom.words, use_bloom, out, loc, srcid,
