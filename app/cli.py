@@ -8,8 +8,10 @@ Output goes to the terminal through rich; failures print one clear line and exit
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -184,6 +186,8 @@ def serve(
     from app.settings import Settings
 
     settings = Settings.from_env(root=root, host=host, port=port, log_level=log_level)
+    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>` prints every thread's stack to stderr
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     console.print(
         f"rickhouse serving {root} on http://{host}:{port}  (docs: http://{host}:{port}/docs)"
     )

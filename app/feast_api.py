@@ -7,8 +7,6 @@ in one batched store call and serialized with orjson; the event loop only moves 
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -16,6 +14,7 @@ from starlette.responses import Response
 from app import openapi_docs
 from app.body import read_body
 from app.errors import UnavailableError
+from app.feast_json import feast_json
 from app.payloads import parse_online_request, parse_push_request, parse_write_request
 from app.service import StoreService
 
@@ -35,7 +34,7 @@ def online_features_json(svc: StoreService, body: bytes) -> bytes:
     r = svc.store.get_online_features(
         req.features, req.entities, full_feature_names=req.full_feature_names
     )
-    out: dict[str, Any] = r.to_feast_json()
+    out = feast_json(r)
     if req.include_metadata:
         refs = req.refs or list(catalog.services.get(str(req.features), ()))
         out.setdefault("metadata", {})["feature_view_metadata"] = [
@@ -49,7 +48,10 @@ async def get_online_features(request: Request) -> Response:
     """Latest feature values per entity, in Feast's response shape."""
     svc = _service(request)
     body = await read_body(request, svc.settings.max_body_bytes)
-    content = await svc.run_read(online_features_json, svc, body)
+    if svc.settings.inline_lookups:
+        content = online_features_json(svc, body)
+    else:
+        content = await svc.run_read(online_features_json, svc, body)
     return Response(content, media_type="application/json")
 
 

@@ -8,6 +8,7 @@ the root has one writer.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -31,11 +32,15 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        previous = sys.getswitchinterval()
+        if settings.switch_interval_us:
+            sys.setswitchinterval(settings.switch_interval_us / 1e6)
         await service.open()
         try:
             yield
         finally:
             await service.close()
+            sys.setswitchinterval(previous)
 
     app = FastAPI(
         title="rickhouse",

@@ -33,6 +33,12 @@ class Settings:
         event loop free without oversubscribing 2 cores.
     write_threads: threads for ingests, exports, audits, compactions. Kept apart from the read
         pool so heavy work can never take every thread an online lookup needs.
+    inline_lookups: run online lookups on the event loop instead of the read pool. Saves the
+        thread hop (two context switches and a GIL hand-off per request) at the price of
+        blocking the loop for the duration of one lookup; heavy work stays in the write pool.
+    switch_interval_us: the interpreter's GIL switch interval while serving (sys.setswitchinterval).
+        Python's default, 5000 us, lets a busy ingest or export thread hold the GIL for 5 ms
+        before an online request gets it; a shorter interval bounds that wait. 0 keeps the default.
     online_index, delta: passed to FeatureStore (learned-index mode and PLR error bound).
     log_level: uvicorn and rickhouse logging level.
     """
@@ -44,6 +50,8 @@ class Settings:
     max_body_bytes: int = 256 * 1024 * 1024
     read_threads: int = 4
     write_threads: int = 4
+    inline_lookups: bool = False
+    switch_interval_us: int = 0
     online_index: str = "auto"
     delta: int = 8
     log_level: str = "info"
@@ -60,6 +68,10 @@ class Settings:
             "max_body_bytes": _int(env, "RICKHOUSE_MAX_BODY_BYTES", cls.max_body_bytes, 1, 2**40),
             "read_threads": _int(env, "RICKHOUSE_READ_THREADS", cls.read_threads, 1, 256),
             "write_threads": _int(env, "RICKHOUSE_WRITE_THREADS", cls.write_threads, 1, 256),
+            "inline_lookups": _bool(env, "RICKHOUSE_INLINE_LOOKUPS", cls.inline_lookups),
+            "switch_interval_us": _int(
+                env, "RICKHOUSE_SWITCH_INTERVAL_US", cls.switch_interval_us, 0, 1_000_000
+            ),
             "online_index": env.get("RICKHOUSE_ONLINE_INDEX", cls.online_index),
             "delta": _int(env, "RICKHOUSE_DELTA", cls.delta, 1, 1 << 20),
             "log_level": env.get("RICKHOUSE_LOG_LEVEL", cls.log_level).lower(),
@@ -85,3 +97,14 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     if not low <= value <= high:
         raise SettingsError(f"{name}={value} is outside [{low}, {high}]")
     return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r} is not a boolean (use 1/0, true/false)")

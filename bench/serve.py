@@ -171,11 +171,12 @@ def prepare(n: int, batch_rows: int) -> dict:
 
 
 class Server:
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, server_env: dict[str, str]) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log = open(DATA / "server.log", "w")  # noqa: SIM115
         env = {k: v for k, v in os.environ.items() if not k.startswith("RICKHOUSE_")}
+        env.update(server_env)
         self.proc = subprocess.Popen(
             [
                 str(REPO / ".venv" / "bin" / "rickhouse"),
@@ -344,6 +345,14 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="4 s runs, 200k entities")
     ap.add_argument("--seconds", type=float, default=None, help="seconds per run")
     ap.add_argument("--entities", type=int, default=None)
+    ap.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment of the server, e.g. RICKHOUSE_INLINE_LOOKUPS=1",
+    )
+    ap.add_argument("--reuse-data", action="store_true", help="keep bench/_data/serve if present")
     args = ap.parse_args()
     seconds = args.seconds or (4.0 if args.quick else 20.0)
     n = args.entities or (200_000 if args.quick else 1_000_000)
@@ -352,9 +361,16 @@ def main() -> None:
     info = machine()
     print(f"# machine: {json.dumps(info)}")
     print(f"# preparing {n:,} entities x {len(FEATURES)} features ({', '.join(DTYPES)}) ...")
-    data = prepare(n, 100_000)
+    marker = DATA / f"prepared-{n}.json"
+    if args.reuse_data and marker.exists():
+        data = json.loads(marker.read_text())
+    else:
+        data = prepare(n, 100_000)
+        marker.write_text(json.dumps(data))
     print(f"# data: {json.dumps(data)}")
-    server = Server(free_port())
+    server_env = dict(item.split("=", 1) for item in args.server_env)
+    print(f"# server environment: {json.dumps(server_env)}")
+    server = Server(free_port(), server_env)
     results: list[dict] = []
 
     def record(name: str, conns: int, batch: int, r: dict, **extra: object) -> dict:

@@ -72,6 +72,19 @@ class Server:
         self.stop()
         pytest.fail(f"server not healthy in {STARTUP_S} s:\n{self.log.read_text()}")
 
+    def stacks(self) -> str:
+        """Every server thread's stack (`rickhouse serve` dumps them on SIGUSR1), for a hang."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(1.0)
+        return self.log.read_text()[-20000:]
+
+    def post(self, path: str, timeout: float = 60, **kwargs: object) -> httpx.Response:
+        try:
+            return httpx.post(self.url + path, timeout=timeout, **kwargs)
+        except httpx.TimeoutException:
+            pytest.fail(f"POST {path} timed out after {timeout} s; server stacks:\n{self.stacks()}")
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
@@ -205,11 +218,8 @@ def test_concurrent_pushes_and_arrow_ingest_all_succeed(server: Server) -> None:
             "seen": [None],
             "event_timestamp": ["2025-02-02T00:00:00Z"],
         }
-        with httpx.Client(base_url=server.url, timeout=60) as c:
-            return c.post(
-                "/push",
-                json={"push_source_name": "user_stats_push", "df": df, "to": "online_and_offline"},
-            ).status_code
+        body = {"push_source_name": "user_stats_push", "df": df, "to": "online_and_offline"}
+        return server.post("/push", json=body).status_code
 
     with ThreadPoolExecutor(8) as pool:
         assert list(pool.map(push, range(32))) == [200] * 32
@@ -228,22 +238,21 @@ def test_concurrent_pushes_and_arrow_ingest_all_succeed(server: Server) -> None:
             "seen": pa.array([None] * n, pa.timestamp("ns", tz="UTC")),
         }
     )
-    r = httpx.post(
-        server.url + "/v1/ingest/user_stats",
+    r = server.post(
+        "/v1/ingest/user_stats",
         content=arrow_ipc(table),
         headers={"Content-Type": "application/vnd.apache.arrow.stream"},
-        timeout=60,
     )
     assert r.status_code == 200 and r.json()["rows"] == n
-    r = httpx.post(
-        server.url + "/get-online-features",
+    r = server.post(
+        "/get-online-features",
         json={
             "entities": {"user_id": [5000, 5031, 20_000 + n - 1]},
             "features": ["user_stats:visits"],
         },
     )
     assert r.json()["results"][1]["values"] == [0, 31, n - 1]
-    audit = httpx.post(server.url + "/v1/audit", timeout=120).json()
+    audit = server.post("/v1/audit", timeout=120).json()
     assert all(v["mismatches"] == 0 for v in audit.values())
     metrics = httpx.get(server.url + "/metrics").text
     assert (

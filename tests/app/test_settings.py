@@ -49,3 +49,13 @@ def test_empty_token_means_no_auth() -> None:
 def test_bad_values_name_the_variable(env: dict, fragment: str) -> None:
     with pytest.raises(SettingsError, match=fragment):
         Settings.from_env(env)
+
+
+def test_serving_knobs() -> None:
+    s = Settings.from_env(
+        {"RICKHOUSE_INLINE_LOOKUPS": "true", "RICKHOUSE_SWITCH_INTERVAL_US": "500"}
+    )
+    assert s.inline_lookups is True and s.switch_interval_us == 500
+    assert Settings.from_env({"RICKHOUSE_INLINE_LOOKUPS": "0"}).inline_lookups is False
+    with pytest.raises(SettingsError, match="RICKHOUSE_INLINE_LOOKUPS"):
+        Settings.from_env({"RICKHOUSE_INLINE_LOOKUPS": "maybe"})
