@@ -46,8 +46,9 @@ INGEST_BATCH = 10_000
 FIELDS = [Field(f"f{i}", "float32") for i in range(NFEAT)]
 NAMES = [f.name for f in FIELDS]
 DISTS = ["dense_gaps", "uniform", "lognormal", "segmented_1pct", "segmented_10pct", "clustered"]
-# the multi-level state: small memtables and L1 so that ingest leaves several levels
-TREE_OPTS = dict(memtable_bytes=16 << 20, level1_bytes=64 << 20, l0_trigger=4, size_ratio=10)
+# small memtables and L1 so that ingest leaves a multi-level state (L0 files, L1, L2, ..)
+TREE_OPTS = dict(memtable_bytes=8 << 20, level1_bytes=32 << 20, l0_trigger=4, size_ratio=10)
+MODES = ("learned", "block", "auto")
 
 
 # ---- data ------------------------------------------------------------------------------------
@@ -100,17 +101,26 @@ def lookup_batches(keys: np.ndarray, reps: int, misses: float, rng) -> list[np.n
 # ---- measurement -----------------------------------------------------------------------------
 
 
-def timed(fn, batches: list[np.ndarray]) -> dict:
-    fn(batches[0])  # warm up (compiles, faults pages in)
-    ns = []
-    for q in batches:
-        t = time.perf_counter_ns()
-        fn(q)
-        ns.append((time.perf_counter_ns() - t) / len(q))
-    return {"ns_per_key": float(np.median(ns)), "min": float(min(ns)), "max": float(max(ns))}
+def timed(fns: dict, batches: list[np.ndarray]) -> dict:
+    """ns/key of each system over the same batches, interleaved (each batch runs on every system
+    in turn) so that load from other processes hits all of them alike."""
+    for fn in fns.values():
+        fn(batches[0])  # warm up (compiles, faults pages in)
+    ns: dict = {name: [] for name in fns}
+    for q in batches[1:]:
+        for name, fn in fns.items():
+            t = time.perf_counter_ns()
+            fn(q)
+            ns[name].append((time.perf_counter_ns() - t) / len(q))
+    return {
+        name: {"ns_per_key": float(np.median(v)), "min": float(min(v)), "max": float(max(v))}
+        for name, v in ns.items()
+    }
 
 
 def engine_lookup(tree: LSMTree):
+    """get_many of a batch + the 8 feature arrays."""
+
     def run(q: np.ndarray) -> None:
         r = tree.get_many(q)
         for name in NAMES:
@@ -140,48 +150,66 @@ def index_stats(tree: LSMTree) -> dict:
     return out
 
 
-def measure_modes(path, state, batches_hit, batches_miss, emit, t_wait) -> dict:
-    res = {}
-    for mode in ("learned", "block", "auto"):
+def linked_copy(src: Path, dst: Path) -> None:
+    """A second tree directory on the same sstable files (hard links) and a copy of the manifest:
+    the three index modes are opened side by side on identical data."""
+    dst.mkdir()
+    for p in src.iterdir():
+        if p.suffix == ".sst":
+            os.link(p, dst / p.name)
+        elif p.name == "MANIFEST":
+            shutil.copy(p, dst / p.name)
+
+
+def measure_state(path: Path, state: str, hit, miss, emit, t_wait: float, baseline: bool) -> dict:
+    """Open the tree at `path` in the three modes at once and time them interleaved."""
+    trees = {}
+    for mode in MODES:
+        d = path.parent / f"{path.name}-{mode}"
+        linked_copy(path, d)
         opts = TreeOptions(index=mode, background=False, t_wait_s=t_wait, **TREE_OPTS)
-        tree = LSMTree(path, FIELDS, opts)
-        if mode == "auto":  # let the analyzer see traffic, wait T_wait, then decide
-            fn = engine_lookup(tree)
-            for q in batches_hit[:2]:
-                fn(q)
-            time.sleep(t_wait)
-            tree.analyze()
-        stats = index_stats(tree)
-        for variant, batches in (("hits", batches_hit), ("10pct_misses", batches_miss)):
-            r = timed(engine_lookup(tree), batches)
-            r.update(system=f"engine-{mode}", state=state, variant=variant, **stats)
+        trees[mode] = LSMTree(d, FIELDS, opts)
+    auto = engine_lookup(trees["auto"])
+    for q in hit[:2]:  # the analyzer sees traffic, T_wait passes, then it decides
+        auto(q)
+    time.sleep(t_wait)
+    trees["auto"].analyze()
+    stats = {mode: index_stats(t) for mode, t in trees.items()}
+    res = {}
+    for variant, batches in (("hits", hit), ("10pct_misses", miss)):
+        fns = {f"engine-{m}": engine_lookup(t) for m, t in trees.items()}
+        if baseline and variant == "hits" and stats["block"]["sstables"] == 1:
+            fns["numba-binary-search"] = numba_search(trees["block"])
+        for system, r in timed(fns, batches).items():
+            mode = system.removeprefix("engine-")
+            r.update(system=system, state=state, variant=variant, **stats.get(mode, {}))
             if mode == "auto":
-                a = tree.stats()["analyzer"]
+                a = trees["auto"].stats()["analyzer"]
                 r["analyzer"] = {"learned": a["learned"], "skipped": a["skipped"]}
             emit(r)
             res[(mode, variant)] = r
-        tree.close()
-        gc.collect()
+    for mode, t in trees.items():
+        t.close()
+        shutil.rmtree(path.parent / f"{path.name}-{mode}")
+    gc.collect()
     return res
 
 
-def numba_baseline(tree_path, batches, emit, state) -> dict:
-    tree = LSMTree(tree_path, FIELDS, TreeOptions(index="block", background=False, **TREE_OPTS))
+def numba_search(tree: LSMTree):
+    """Baseline: a numba binary search (lockstep groups, no index) over the sorted key array of
+    the one sstable, then a gather of the same 8 features from its records."""
     (t,) = [t for _, t in tree._version.tables()]
     keys, recs = t.keys, t.records
+    layout = t.layout
 
     def run(q: np.ndarray) -> None:
         pos = np.empty(len(q), dtype=np.int64)
         K.binary_search_many(keys, q, pos)
         rows = recs[pos.clip(0)]
-        for i in range(NFEAT):
-            rows.view(np.float32)[:, 7 + i].copy()
+        for name in NAMES:
+            layout.values(rows, name)
 
-    r = timed(run, batches)
-    r.update(system="numba-binary-search", state=state, variant="hits")
-    emit(r)
-    tree.close()
-    return r
+    return run
 
 
 def rocks_baseline(root: Path, keys, vals, batches, emit) -> dict:
@@ -207,7 +235,7 @@ def rocks_baseline(root: Path, keys, vals, batches, emit) -> dict:
         got = db.get([b[i : i + 8] for i in range(0, len(b), 8)])
         np.frombuffer(b"".join(v for v in got if v is not None), dtype=np.float32)
 
-    r = timed(run, batches)
+    r = timed({"rocksdict": run}, batches)["rocksdict"]
     r.update(system="rocksdict", state="compacted", variant="hits", load_s=load)
     emit(r)
     db.close()
@@ -240,7 +268,7 @@ def sqlite_baseline(root: Path, keys, vals, batches, emit) -> dict:
             rows += con.execute(sql, part).fetchall()
         np.frombuffer(b"".join(v for _, v in rows), dtype=np.float32)
 
-    r = timed(run, batches[:3])
+    r = timed({"sqlite": run}, batches[:4])["sqlite"]
     r.update(system="sqlite", state="compacted", variant="hits", load_s=load)
     emit(r)
     con.close()
@@ -258,14 +286,16 @@ def ingest(path, keys, vals, rng) -> tuple[float, dict]:
         batches.append((k[s : s + INGEST_BATCH], pa.RecordBatch.from_arrays(cols, names=NAMES)))
     ts = np.full(INGEST_BATCH, 1_700_000_000_000_000_000, dtype=np.int64)
     tree = LSMTree(path, FIELDS, TreeOptions(index="block", background=True, **TREE_OPTS))
-    t0 = time.perf_counter()
+    t0, c0, p0 = time.perf_counter(), time.thread_time(), time.process_time()
     for seq, (kk, b) in enumerate(batches, start=1):
         n = len(kk)
         tree.write(seq, kk, ts[:n], ts[:n], b)
     elapsed = time.perf_counter() - t0
-    tree.flush()
-    tree.compact()  # pending compactions only: the realistic multi-level state
+    cpu = {"writer_cpu_s": time.thread_time() - c0, "process_cpu_s": time.process_time() - p0,
+           "wall_s": elapsed}  # fmt: skip
+    tree.flush()  # the state ingest left (L0 files, levels) is the multi-level state
     st = tree.stats()
+    st["cpu"] = cpu
     tree.close()
     return len(keys) / elapsed, st
 
@@ -306,8 +336,12 @@ def main() -> None:
                 vals = rng.random((NFEAT, n), dtype=np.float32)
                 path = root / f"{dist}-{n}"
                 rate, st = ingest(path, keys, vals, rng)
+                cpu = st["cpu"]
                 emit({"system": "engine-ingest", "n": n, "dist": dist, "rows_per_s": rate,
-                      "batch": INGEST_BATCH, "levels": [lv["sstables"] for lv in st["levels"]]})  # fmt: skip
+                      "rows_per_writer_cpu_s": n / cpu["writer_cpu_s"],
+                      "rows_per_process_cpu_s": n / cpu["process_cpu_s"], **cpu,
+                      "batch": INGEST_BATCH, "levels": [lv["sstables"] for lv in st["levels"]],
+                      "compactions": st["compactions"], "flushes": st["flushes"]})  # fmt: skip
                 hit = lookup_batches(keys, args.reps + 1, 0.0, rng)
                 miss = lookup_batches(keys, args.reps + 1, 0.1, rng)
                 base = {"n": n, "dist": dist}
@@ -316,14 +350,14 @@ def main() -> None:
                     emit({**base, **r})
 
                 t_wait = 0.2
-                measure_modes(path, "multi-level", hit, miss, emit_d, t_wait)
+                measure_state(path, "multi-level", hit, miss, emit_d, t_wait, False)
                 tree = LSMTree(path, FIELDS, TreeOptions(index="block", background=False,
                                                          **TREE_OPTS))  # fmt: skip
                 tree.compact(full=True)
                 tree.close()
-                full = measure_modes(path, "compacted", hit, miss, emit_d, t_wait)
+                full = measure_state(path, "compacted", hit, miss, emit_d, t_wait,
+                                     not args.no_baselines)  # fmt: skip
                 if not args.no_baselines:
-                    numba_baseline(path, hit, emit_d, "compacted")
                     if dist == "uniform":
                         rocks = rocks_baseline(root, keys, vals, hit, emit_d)
                         sqlite_baseline(root, keys, vals, hit, emit_d)
@@ -371,8 +405,10 @@ def print_table(results: list[dict]) -> None:
                   f"{a['ns_per_key'] / r['ns_per_key']:.2f}")  # fmt: skip
     for r in results:
         if r.get("system") == "engine-ingest":
-            print(f"  ingest {r['n']:>9} {r['dist']:<16} {r['rows_per_s'] / 1e6:.2f} M rows/s "
-                  f"(10k batches), levels {r['levels']}")  # fmt: skip
+            print(f"  ingest {r['n']:>9} {r['dist']:<16} {r['rows_per_s'] / 1e6:.2f} M rows/s wall "
+                  f"({r['rows_per_writer_cpu_s'] / 1e6:.2f} M per writer-CPU s, "
+                  f"{r['rows_per_process_cpu_s'] / 1e6:.2f} M per process-CPU s; 10k batches), "
+                  f"levels after ingest {r['levels']}")  # fmt: skip
 
 
 if __name__ == "__main__":

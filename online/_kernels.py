@@ -381,3 +381,25 @@ def merge_two(ka, ga, kb, gb, hdr, outk, outg):
         j += 1
         m += 1
     return m
+
+
+@njit(cache=True, nogil=True)
+def copy_headers(recs, out, offset):
+    """out[offset + i] = recs[i, :3] (event_ts, created_ts, seq), without holding the GIL."""
+    for i in range(recs.shape[0]):
+        out[offset + i, 0] = recs[i, 0]
+        out[offset + i, 1] = recs[i, 1]
+        out[offset + i, 2] = recs[i, 2]
+
+
+@njit(cache=True, nogil=True)
+def gather_run(gids, lo, hi, recs, out):
+    """For every m with lo <= gids[m] < hi: out[m] = recs[gids[m] - lo] (one input run of a
+    merge; gids are global row ids), without holding the GIL."""
+    width = recs.shape[1]
+    for m in range(gids.shape[0]):
+        g = gids[m]
+        if g >= lo and g < hi:
+            p = g - lo
+            for w in range(width):
+                out[m, w] = recs[p, w]

@@ -42,7 +42,10 @@ def merge_runs(runs: Sequence[Run], layout: Layout) -> tuple[np.ndarray, np.ndar
     sizes = np.array([len(r.keys) for r in runs], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     recs = [r.records if r.layout is layout else layout.convert(r.layout, r.records) for r in runs]
-    hdr = np.concatenate([rc[:, :3] for rc in recs])
+    # the heavy loops run in nogil kernels so that writers keep running during a compaction
+    hdr = np.empty((int(offsets[-1]), 3), dtype=np.int64)
+    for r, rc in enumerate(recs):
+        K.copy_headers(rc, hdr, offsets[r])
     ck = np.asarray(runs[0].keys)
     cg = np.arange(sizes[0], dtype=np.int64)
     for r, run in enumerate(runs[1:], start=1):
@@ -52,15 +55,9 @@ def merge_runs(runs: Sequence[Run], layout: Layout) -> tuple[np.ndarray, np.ndar
         outg = np.empty(len(ck) + len(kb), dtype=np.int64)
         m = K.merge_two(ck, cg, kb, gb, hdr, outk, outg)
         ck, cg = outk[:m], outg[:m]
-    which = np.searchsorted(offsets, cg, side="right") - 1
     out = np.empty((len(ck), layout.rowwords), dtype=np.int64)
-    if len(runs) == 1:
-        out[:] = recs[0]
-    else:
-        for r in range(len(runs)):
-            sel = np.flatnonzero(which == r)
-            if len(sel):
-                out[sel] = recs[r][cg[sel] - offsets[r]]
+    for r in range(len(runs)):
+        K.gather_run(cg, offsets[r], offsets[r + 1], recs[r], out)
     strings = {}
     for i in layout.string_fields:
         f = layout.fields[i]
