@@ -8,7 +8,6 @@ construction; safe to read from any thread.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -25,24 +24,67 @@ EPOCH_RFC3339 = "1970-01-01T00:00:00Z"
 _FLOAT_STRINGS = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
 
-@dataclass(frozen=True)
 class ViewLookup:
-    """One view's lookup: the plan part, the engine's result, and which rows are live."""
+    """One view's lookup: the plan part, the engine's result, and which rows are live.
 
-    read: ViewRead
-    result: Any  # online.LookupResult
-    found: np.ndarray  # bool (n,): a row of this entity exists
-    expired: np.ndarray | None  # bool (n,): found but older than ttl; None when no ttl
+    Row facts shared by all features of the view (event times, their RFC 3339 text) are
+    computed once, on first use.
+    """
+
+    def __init__(
+        self, read: ViewRead, result: Any, found: np.ndarray, expired: np.ndarray | None
+    ) -> None:
+        self.read = read
+        self.result = result  # online.LookupResult
+        self.found = found  # bool (n,): a row of this entity exists
+        self.expired = expired  # bool (n,): found but older than ttl; None when no ttl
+
+    @cached_property
+    def event_ts(self) -> np.ndarray:
+        ts = self.result.event_ts
+        if not self.found.all():
+            ts[~self.found] = 0
+        return ts
+
+    @cached_property
+    def event_ts_rfc3339(self) -> list[str]:
+        return rfc3339(self.event_ts)
 
 
-@dataclass(frozen=True)
 class _Column:
-    name: str
-    dtype: str
-    values: np.ndarray
-    valid: np.ndarray
-    status: np.ndarray  # int8 codes
-    event_ts: np.ndarray  # int64 ns, 0 where not found
+    """One output feature: its values and validity, and (on demand) statuses and timestamps."""
+
+    __slots__ = ("name", "dtype", "values", "valid", "_lookup", "_feature")
+
+    def __init__(self, name: str, dtype: str, feature: str, lookup: ViewLookup, live: np.ndarray):
+        res = lookup.result
+        self.name = name
+        self.dtype = dtype
+        self._lookup = lookup
+        self._feature = feature
+        self.values = res.values(feature)
+        valid = res.valid(feature)
+        self.valid = valid if live is lookup.found else valid & live
+
+    @property
+    def status(self) -> np.ndarray:
+        """int8 codes: PRESENT, NULL_VALUE, NOT_FOUND or OUTSIDE_MAX_AGE per row."""
+        lk = self._lookup
+        out = np.where(self.valid, PRESENT, np.where(lk.found, NULL_VALUE, NOT_FOUND)).astype(
+            np.int8
+        )
+        if lk.expired is not None:
+            out[lk.expired] = OUTSIDE_MAX_AGE
+        return out
+
+    @property
+    def event_ts(self) -> np.ndarray:
+        """int64 ns event time of the row read; 0 where not found (shared by the view's columns)."""
+        return self._lookup.event_ts
+
+    @property
+    def event_ts_rfc3339(self) -> list[str]:
+        return self._lookup.event_ts_rfc3339
 
 
 def rfc3339(ns: np.ndarray) -> list[str]:
@@ -79,20 +121,11 @@ class OnlineResponse:
     def _columns(self) -> list[_Column]:
         cols = []
         for lk in self._lookups:
-            res, found = lk.result, lk.found
-            base = np.where(found, PRESENT, NOT_FOUND).astype(np.int8)
-            live = found
-            if lk.expired is not None:
-                base[lk.expired] = OUTSIDE_MAX_AGE
-                live = found & ~lk.expired
-            ts = np.where(found, res.event_ts, 0)
+            live = lk.found if lk.expired is None else lk.found & ~lk.expired
             for feat, name, dtype in zip(
                 lk.read.features, lk.read.names, lk.read.dtypes, strict=True
             ):
-                valid = res.valid(feat) & live
-                status = base.copy()
-                status[live & ~valid] = NULL_VALUE
-                cols.append(_Column(name, dtype, res.values(feat), valid, status, ts))
+                cols.append(_Column(name, dtype, feat, lk, live))
         return cols
 
     @cached_property
@@ -104,8 +137,7 @@ class OnlineResponse:
     def event_timestamps(self) -> dict[str, list[pd.Timestamp]]:
         """{feature name: [event time of the row read (UTC); the epoch where not found]}."""
         return {
-            c.name: [pd.Timestamp(int(t), tz="UTC") for t in c.event_ts.tolist()]
-            for c in self._columns
+            c.name: [pd.Timestamp(t, tz="UTC") for t in c.event_ts.tolist()] for c in self._columns
         }
 
     def _key_lists(self) -> dict[str, list]:
@@ -121,8 +153,9 @@ class OnlineResponse:
                 vals: list = [pd.Timestamp(int(t), tz="UTC") for t in c.values.tolist()]
             else:
                 vals = c.values.tolist()
-            for i in np.flatnonzero(~c.valid).tolist():
-                vals[i] = None
+            if not c.valid.all():
+                for i in np.flatnonzero(~c.valid).tolist():
+                    vals[i] = None
             out[c.name] = vals
         return out
 
@@ -148,7 +181,7 @@ class OnlineResponse:
                 {
                     "values": _json_values(c),
                     "statuses": STATUS_NAMES[c.status].tolist(),
-                    "event_timestamps": rfc3339(c.event_ts),
+                    "event_timestamps": c.event_ts_rfc3339,
                 }
             )
         names = [*self._keys, *(c.name for c in self._columns)]
