@@ -74,6 +74,7 @@ def plan_join(
     entity_columns: list[str] | None,
     for_parquet: bool = False,
     force_asof: bool = False,
+    matcher_max_entities: int = 3_000_000,
 ) -> JoinPlan:
     """Register the entity and view sources on `con` and build the join SQL.
 
@@ -81,7 +82,8 @@ def plan_join(
     re-attaches them). `for_parquet`: vectors leave as FLOAT[] lists, because DuckDB's
     Parquet encoding of a null fixed-size ARRAY is unreadable by pyarrow 26.
     `force_asof`: use DuckDB ASOF for every view (the numba matcher is the default for
-    one-int64-key views; tests compare both). Raises SchemaMismatchError before any work.
+    one-int64-key views up to `matcher_max_entities` entity rows, ~90 bytes of memory each;
+    beyond, DuckDB ASOF, which spills to disk; tests compare both). Raises SchemaMismatchError before any work.
     """
     fields = check_queries(queries, snaps, ent, full_feature_names)
     params: dict[str, object] = {}
@@ -94,7 +96,9 @@ def plan_join(
         if q.ttl_ns > 0:
             lo = (ent.min_ts if ent.min_ts is not None else 0) - q.ttl_ns
         bounds = Bounds(lo, hi, as_of_seq)
-        precomputed = use_int_matcher(snap) and not force_asof
+        precomputed = (
+            use_int_matcher(snap) and not force_asof and ent.num_rows <= matcher_max_entities
+        )
         match = ""
         if precomputed:
             used = snap.prune(lo, hi)
@@ -103,7 +107,7 @@ def plan_join(
             match_cols = [*snap.keys, *MATCH_COLUMNS]
             match, used = source_sql(con, snap, f"m{i}", match_cols, bounds, params)
         fetch_cols = [*FETCH_COLUMNS, *q.features]
-        fetch, _ = source_sql(con, snap, f"f{i}", fetch_cols, bounds, params)
+        fetch, _ = source_sql(con, snap, f"f{i}", fetch_cols, bounds, params, filter_rows=False)
         files += [str(snap.view_dir / f.path) for f in used]
         mine = fields[at : at + len(q.features)]
         at += len(q.features)

@@ -37,6 +37,9 @@ class OfflineOptions:
     # O(entity rows), files streamed) and others with DuckDB ASOF JOIN; "asof" uses DuckDB
     # ASOF for every view (the baseline the benchmark compares against).
     join_plan: str = "auto"
+    # The numba matcher holds ~90 bytes per entity row; above this many entity rows "auto"
+    # uses DuckDB ASOF, whose memory is bounded by duckdb_memory_limit (it spills to disk).
+    matcher_max_entities: int = 3_000_000
     # fsync files, directories and the manifest. Off only for benchmarks of the CPU path.
     fsync: bool = True
 

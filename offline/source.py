@@ -80,10 +80,12 @@ def source_sql(
     columns: list[str],
     bounds: Bounds,
     params: dict[str, object],
+    filter_rows: bool = True,
 ) -> tuple[str, list[FileEntry]]:
     """SQL of a subquery yielding `columns` of the snapshot's rows within `bounds`.
 
-    Registers the buffer as `__rh_buf_<tag>` on `con` and adds the pruned file list to `params`
+    `filter_rows=False` prunes files only (a caller that selects rows by `(_seq, _row)` saves
+    decoding event_timestamp again). Registers the buffer as `__rh_buf_<tag>` on `con` and adds the pruned file list to `params`
     (paths travel as bound parameters, never inside the SQL text). Returns the SQL and the
     files it reads. `tag` must be an identifier fragment chosen by the caller.
     """
@@ -95,7 +97,7 @@ def source_sql(
         filters.append(f"epoch_ns({quote_ident(EVENT_TS)}) <= {int(bounds.hi_ns)}")
     if bounds.as_of_seq is not None:
         filters.append(f"{quote_ident(SEQ_COLUMN)} <= {int(bounds.as_of_seq)}")
-    where = (" WHERE " + " AND ".join(filters)) if filters else ""
+    where = (" WHERE " + " AND ".join(filters)) if filters and filter_rows else ""
     buf_name = f"__rh_buf_{tag}"
     con.register(buf_name, snap.buffer_table())
     parts = [f"SELECT {', '.join(quote_ident(c) for c in columns)} FROM {buf_name}{where}"]

@@ -571,6 +571,7 @@ class OfflineStore:
                 full_feature_names,
                 None,
                 force_asof=self._options.join_plan == "asof",
+                matcher_max_entities=self._options.matcher_max_entities,
             )
             self.last_join_files = plan.files
             result = self._run(con, plan.sql, plan.params)
@@ -618,6 +619,7 @@ class OfflineStore:
                 ent.schema.names,
                 for_parquet=True,
                 force_asof=self._options.join_plan == "asof",
+                matcher_max_entities=self._options.matcher_max_entities,
             )
             copy = (
                 f"COPY ({plan.sql}) TO {sql_string(str(temp))} (FORMAT parquet, COMPRESSION zstd)"

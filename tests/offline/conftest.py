@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pytest
 
-from offline import FeatureQuery, OfflineOptions, OfflineStore
+from offline import FeatureQuery, OfflineOptions
 
 TS = pa.timestamp("ns", tz="UTC")
 HOUR = 3_600 * 1_000_000_000
@@ -59,15 +58,6 @@ def options(**kw: object) -> OfflineOptions:
     base: dict[str, object] = {"background": False, "buffer_rows": 10**9, "fsync": False}
     base.update(kw)
     return OfflineOptions(**base)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def store(tmp_path):
-    off = OfflineStore(tmp_path / "root", options())
-    for name, (keys, _) in VIEWS.items():
-        off.register_view(name, schema_of(name), keys)
-    yield off
-    off.close()
 
 
 def _key_values(rng: np.random.Generator, key: str, n: int) -> list:

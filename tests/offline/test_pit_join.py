@@ -67,10 +67,19 @@ def _check(off, data, ents, queries, as_of, full=False) -> None:
         assert got.schema.field(name).type == ents.schema.field(name).type
 
 
-@pytest.mark.parametrize("seed, plan", [(1, "auto"), (2, "auto"), (3, "asof"), (4, "asof")])
+PLANS = {
+    "auto": {"join_plan": "auto"},
+    "asof": {"join_plan": "asof"},
+    "auto-too-many-entities": {"join_plan": "auto", "matcher_max_entities": 10},
+}
+
+
+@pytest.mark.parametrize(
+    "seed, plan", [(1, "auto"), (2, "auto"), (3, "asof"), (4, "auto-too-many-entities")]
+)
 def test_join_matches_oracle_buffer_parquet_as_of_and_compaction(tmp_path, seed, plan) -> None:
     rng = np.random.default_rng(seed)
-    off = OfflineStore(tmp_path / "root", options(join_plan=plan))
+    off = OfflineStore(tmp_path / "root", options(**PLANS[plan]))
     for name, (keys, _) in VIEWS.items():
         off.register_view(name, schema_of(name), keys)
     data = _load(off, rng, batches=24, flush_after=int(rng.integers(5, 18)))
@@ -88,7 +97,7 @@ def test_join_matches_oracle_buffer_parquet_as_of_and_compaction(tmp_path, seed,
     for view, rs in more["rows"].items():
         data["rows"][view] += rs
     off.close()
-    off = OfflineStore(tmp_path / "root", options(join_plan=plan))
+    off = OfflineStore(tmp_path / "root", options(**PLANS[plan]))
     before = {q[0].view: off.get_historical(ents, q) for q in QUERY_SETS}
     files_before = sum(s["files"] for s in off.stats().values())
     off.compact()
