@@ -50,6 +50,8 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
             "(JSON or Arrow IPC), point-in-time training exports, definitions, stats and audit."
         ),
         lifespan=lifespan,
+        # /metrics is our telemetry; FastAPI's OpenTelemetry hooks stay off the hot path.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.service = service
     app.state.request_metrics = RequestMetrics()

@@ -33,9 +33,11 @@ class Settings:
         event loop free without oversubscribing 2 cores.
     write_threads: threads for ingests, exports, audits, compactions. Kept apart from the read
         pool so heavy work can never take every thread an online lookup needs.
-    inline_lookups: run online lookups on the event loop instead of the read pool. Saves the
-        thread hop (two context switches and a GIL hand-off per request) at the price of
-        blocking the loop for the duration of one lookup; heavy work stays in the write pool.
+    inline_lookups: run online lookups (parse, one batched store call, JSON) on the event loop.
+        A lookup is ~1 ms of GIL-bound work; handing it to a thread makes the loop and the
+        worker trade the GIL at every nogil kernel call, which cost +40% CPU per request and
+        halved throughput here (bench/results/serve.md). Heavy work (ingest, export, audit,
+        compaction, stats) always runs in the write pool. 0 = lookups in the read pool.
     switch_interval_us: the interpreter's GIL switch interval while serving (sys.setswitchinterval).
         Python's default, 5000 us, lets a busy ingest or export thread hold the GIL for 5 ms
         before an online request gets it; a shorter interval bounds that wait. 0 keeps the default.
@@ -50,7 +52,7 @@ class Settings:
     max_body_bytes: int = 256 * 1024 * 1024
     read_threads: int = 4
     write_threads: int = 4
-    inline_lookups: bool = False
+    inline_lookups: bool = True
     switch_interval_us: int = 0
     online_index: str = "auto"
     delta: int = 8

@@ -302,3 +302,22 @@ def test_fast_feast_json_equals_the_stores_own(client: TestClient, features, ent
         assert orjson.dumps(feast_json(r)) == orjson.dumps(r.to_feast_json())
         r = fs.get_online_features(features, entities, full_feature_names=full)  # other call order
         assert orjson.dumps(r.to_feast_json()) == orjson.dumps(feast_json(r))
+
+
+def test_lookups_in_the_read_pool_answer_the_same(client: TestClient, tmp_path) -> None:  # noqa: ANN001
+    """RICKHOUSE_INLINE_LOOKUPS=0: the same request through the read thread pool."""
+    from tests.app.conftest import make_client, make_root
+
+    body = {"entities": {"user_id": [1, 2, 999]}, "features": ["user_stats:ctr", "user_stats:emb"]}
+    with make_client(make_root(tmp_path), inline_lookups=False) as pooled:
+        assert pooled.app.state.service.settings.inline_lookups is False
+        r = pooled.post("/get-online-features", json=body)
+        assert r.status_code == 200
+        assert r.json()["results"][1:] == online(client, body)["results"][1:]
+        feast_error(
+            pooled.post(
+                "/get-online-features", json={"entities": {"user_id": [1]}, "features": ["x:y"]}
+            ),
+            404,
+            "FeatureViewNotFoundException",
+        )
