@@ -7,6 +7,8 @@ in one batched store call and serialized with orjson; the event loop only moves 
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -14,7 +16,6 @@ from starlette.responses import Response
 from app import openapi_docs
 from app.body import read_body
 from app.errors import UnavailableError
-from app.feast_json import feast_json
 from app.payloads import parse_online_request, parse_push_request, parse_write_request
 from app.service import StoreService
 
@@ -34,7 +35,7 @@ def online_features_json(svc: StoreService, body: bytes) -> bytes:
     r = svc.store.get_online_features(
         req.features, req.entities, full_feature_names=req.full_feature_names
     )
-    out = feast_json(r)
+    out: dict[str, Any] = r.to_feast_json()
     if req.include_metadata:
         refs = req.refs or list(catalog.services.get(str(req.features), ()))
         out.setdefault("metadata", {})["feature_view_metadata"] = [

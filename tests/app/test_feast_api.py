@@ -273,37 +273,6 @@ def test_unknown_feature_message_names_it(client: TestClient) -> None:
     assert "nope" in inner["message"]
 
 
-@pytest.mark.parametrize(
-    "features, entities",
-    [
-        (
-            [
-                "user_stats:ctr",
-                "user_stats:country",
-                "user_stats:emb",
-                "user_stats:seen",
-                "user_stats:premium",
-            ],
-            {"user_id": [1, 2, 3, 999]},
-        ),
-        (["stale:old", "user_stats:visits"], {"user_id": [1, 2]}),
-        ("ranking_v1", {"user_id": [1, 1, 2, 7], "item_id": ["a", "b", "a", "zz"]}),
-    ],
-)
-def test_fast_feast_json_equals_the_stores_own(client: TestClient, features, entities) -> None:  # noqa: ANN001
-    """app/feast_json.py is a workaround with the store's semantics: outputs must be identical."""
-    import orjson
-
-    from app.feast_json import feast_json
-
-    fs = client.app.state.service.store  # the app holds the root's writer lock
-    for full in (False, True):
-        r = fs.get_online_features(features, entities, full_feature_names=full)
-        assert orjson.dumps(feast_json(r)) == orjson.dumps(r.to_feast_json())
-        r = fs.get_online_features(features, entities, full_feature_names=full)  # other call order
-        assert orjson.dumps(r.to_feast_json()) == orjson.dumps(feast_json(r))
-
-
 def test_lookups_in_the_read_pool_answer_the_same(client: TestClient, tmp_path) -> None:  # noqa: ANN001
     """RICKHOUSE_INLINE_LOOKUPS=0: the same request through the read thread pool."""
     from tests.app.conftest import make_client, make_root
