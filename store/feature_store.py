@@ -615,11 +615,12 @@ class FeatureStore:
 
     def stats(self) -> dict[str, Any]:
         assert self._off is not None
+        off_stats = self._off.stats()
         return {
             "last_seq": self._applied_seq,
             "commit_log": self._log.stats(),
             "online": {v: t.stats() for v, t in self._snap.trees.items()},
-            "offline": self._off.stats(),
+            "offline": {v: off_stats.get(name, {}) for v, name in self._snap.storage.items()},
             "counters": dict(self._counters),
         }
 

@@ -126,6 +126,20 @@ def test_type_change_and_drop_are_refused_with_data_and_forced_drop_deletes_it(
         1.0
     ]
     assert all(v["mismatches"] == 0 for v in fs.audit().values())
+    ent = pd.DataFrame({"user_id": [3], "event_timestamp": [pd.Timestamp(now, tz="UTC")]})
+    hist = fs.get_historical_features(ent, ["user_stats:ctr"], full_feature_names=True)
+    assert hist.column_names == ["user_id", "event_timestamp", "user_stats__ctr"]
+    out = fs.export_training(
+        ent, ["user_stats:ctr"], tmp_path / "x.parquet", full_feature_names=True
+    )
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(out["path"]).column_names == hist.column_names
+    assert (
+        fs.stats()["offline"]["user_stats"]["buffer_rows"]
+        + fs.stats()["offline"]["user_stats"]["files"]
+        > 0
+    )
     fs.close()
 
 
