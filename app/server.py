@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from app import feast_api, native_api
 from app.auth import BearerAuthMiddleware
 from app.errors import install_error_handlers
+from app.fast_path import OnlineFastPath
 from app.metrics import MetricsMiddleware, RequestMetrics
 from app.service import StoreService
 from app.settings import Settings
@@ -58,6 +59,8 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
     install_error_handlers(app)
     app.include_router(feast_api.router)
     app.include_router(native_api.router)
+    # Innermost of ours: the hot endpoint skips FastAPI's per-request machinery.
+    app.add_middleware(OnlineFastPath, service=service)
     if settings.api_token:
         app.add_middleware(BearerAuthMiddleware, token=settings.api_token)
     # Added last = outermost: times every request, 401s included.
