@@ -1,8 +1,11 @@
 """Training data: resolve FeatureQuery lists against snapshots into one point-in-time join.
 
-Validates every query (view, keys, features, output names) before anything runs, then builds
-the SQL of `pit_join` over sources pruned to the dates the entity times (minus ttl) can touch.
-Pure planning over a caller-owned DuckDB cursor; thread-safe.
+Validates every query (view, keys, features, output names) before anything runs. Then, per
+view, the match (which feature row each entity row gets) comes from the numba matcher
+(`pit_match`, views with one int64 key, fed by a DuckDB stream of narrow rows) or from
+DuckDB ASOF (`pit_join`); either way the features are fetched by `(_seq, _row)` in one
+DuckDB query whose sources are pruned to the dates `[min ts - ttl, max ts]` can touch.
+Planning over a caller-owned DuckDB cursor; thread-safe.
 """
 
 from __future__ import annotations
@@ -13,13 +16,12 @@ import duckdb
 import pyarrow as pa
 
 from offline.entities import EntityInput, check_keys
-from offline.errors import SchemaMismatchError
-from offline.manifest import FileEntry
+from offline.errors import CorruptionError, OfflineError, SchemaMismatchError
 from offline.names import check_identifier
 from offline.pit_join import FETCH_COLUMNS, MATCH_COLUMNS, JoinPart, join_sql
 from offline.pit_match import IntKeyMatcher
 from offline.query import FeatureQuery
-from offline.source import Bounds, ViewSnapshot, iter_rows, source_sql
+from offline.source import Bounds, ViewSnapshot, source_sql
 
 
 @dataclass(frozen=True)
@@ -101,8 +103,10 @@ def plan_join(
         )
         match = ""
         if precomputed:
-            used = snap.prune(lo, hi)
-            extra[f"__rh_s{i}"], extra[f"__rh_r{i}"] = match_int_key(ent, snap, used, bounds, q)
+            cols = [*snap.keys, *MATCH_COLUMNS]
+            own: dict[str, object] = {}  # the main query must not see this file list
+            narrow, used = source_sql(con, snap, f"m{i}", cols, bounds, own)
+            extra[f"__rh_s{i}"], extra[f"__rh_r{i}"] = match_int_key(con, ent, snap, narrow, own, q)
         else:
             match_cols = [*snap.keys, *MATCH_COLUMNS]
             match, used = source_sql(con, snap, f"m{i}", match_cols, bounds, params)
@@ -133,9 +137,19 @@ def use_int_matcher(snap: ViewSnapshot) -> bool:
 
 
 def match_int_key(
-    ent: EntityInput, snap: ViewSnapshot, files: list[FileEntry], bounds: Bounds, q: FeatureQuery
+    con: duckdb.DuckDBPyConnection,
+    ent: EntityInput,
+    snap: ViewSnapshot,
+    narrow: str,
+    params: dict[str, object],
+    q: FeatureQuery,
 ) -> tuple[pa.Array, pa.Array]:
-    """Matched (_seq, _row) per entity row for a one-int64-key view, streaming its rows."""
+    """Matched (_seq, _row) per entity row for a one-int64-key view.
+
+    The view's narrow rows (`narrow`, already pruned and filtered) stream from DuckDB — its
+    Parquet reader decodes files in parallel, measured ~2x faster than pyarrow file by file —
+    in batches into the matcher, so memory does not grow with the feature rows.
+    """
     key = snap.keys[0]
     keys, ets = ent.key_and_ts(key)
     keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
@@ -148,6 +162,22 @@ def match_int_key(
         ets.to_numpy(zero_copy_only=False),
         valid,
     )
-    for table in iter_rows(snap, files, [key, *MATCH_COLUMNS]):
-        matcher.add(table, key, bounds.as_of_seq, bounds.lo_ns)
+    try:
+        reader = con.sql(f"SELECT * FROM {narrow}", params=params).to_arrow_reader(1 << 20)
+        for batch in reader:
+            matcher.add(batch, key, None, None)
+    except duckdb.Error as exc:
+        raise query_error(exc) from exc
     return matcher.finish(q.ttl_ns)
+
+
+def query_error(exc: Exception) -> OfflineError:
+    """A DuckDB failure reading our files is corruption (DuckDB names the file); else a bug."""
+    text = str(exc).lower()
+    unreadable = isinstance(exc, duckdb.IOException) or (
+        isinstance(exc, duckdb.InvalidInputException | pa.ArrowInvalid)
+        and ("parquet" in text or "file" in text)
+    )
+    if unreadable:
+        return CorruptionError(f"offline query could not read its files: {exc}")
+    return OfflineError(f"offline query failed: {exc}")

@@ -37,7 +37,7 @@ from offline.errors import (
     SchemaMismatchError,
     UnknownViewError,
 )
-from offline.historical import plan_join
+from offline.historical import plan_join, query_error
 from offline.manifest import FileEntry, ViewState, read_manifest, write_manifest
 from offline.names import (
     CREATED_TS,
@@ -275,7 +275,7 @@ class OfflineStore:
         new_dirs = not view_dir.exists()
         taken = {f.path for f in v.files}
         entries = []
-        for day, part in split_by_day(table):
+        for day, part in split_by_day(table, v.keys):
             new_dirs = new_dirs or not (view_dir / partition_dir(day)).exists()
             entries.append(self._write(view_dir, day, part, taken))
         if new_dirs and self._options.fsync:
@@ -344,7 +344,8 @@ class OfflineStore:
                     f"for compaction: {exc}",
                     path=str(view_dir / partition_dir(day)),
                 ) from exc
-            merged = self._write(view_dir, day, pa.concat_tables(tables), {f.path for f in v.files})
+            ((_, rows),) = split_by_day(pa.concat_tables(tables), v.keys)
+            merged = self._write(view_dir, day, rows, {f.path for f in v.files})
             replaced = {f.path for f in group}
             files = tuple(f for f in v.files if f.path not in replaced) + (merged,)
             states = self._states()
@@ -485,7 +486,7 @@ class OfflineStore:
                 rel = con.sql(f"SELECT * FROM {sql}", params=params)
                 reader = rel.to_arrow_reader(64 * 1024)
             except duckdb.Error as exc:
-                raise _query_error(exc) from exc
+                raise query_error(exc) from exc
         except BaseException:
             self._release(snaps)
             raise
@@ -627,7 +628,7 @@ class OfflineStore:
             try:
                 rows = con.execute(copy, plan.params).fetchall()
             except duckdb.Error as exc:
-                raise _query_error(exc) from exc
+                raise query_error(exc) from exc
             os.replace(temp, out)
         finally:
             temp.unlink(missing_ok=True)
@@ -647,7 +648,7 @@ class OfflineStore:
         try:
             return con.sql(sql, params=params).to_arrow_table()
         except duckdb.Error as exc:
-            raise _query_error(exc) from exc
+            raise query_error(exc) from exc
 
     def stats(self) -> dict:
         """{view: {"files", "bytes", "buffer_rows", "durable_seq", "partitions"}}."""
@@ -664,13 +665,6 @@ class OfflineStore:
             }
 
 
-def _query_error(exc: Exception) -> OfflineError:
-    """A DuckDB failure reading our files is corruption (DuckDB names the file); else a bug."""
-    if isinstance(exc, duckdb.IOException | duckdb.InvalidInputException | pa.ArrowInvalid):
-        return CorruptionError(f"offline query could not read its files: {exc}")
-    return OfflineError(f"offline query failed: {exc}")
-
-
 def _checked(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
     """Iterate a DuckDB result reader, mapping its failures to offline errors."""
     it = iter(reader)
@@ -680,5 +674,5 @@ def _checked(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
         except StopIteration:
             return
         except (duckdb.Error, pa.ArrowException) as exc:
-            raise _query_error(exc) from exc
+            raise query_error(exc) from exc
         yield batch
