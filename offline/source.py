@@ -8,17 +8,12 @@ DuckDB connection passed in must belong to the calling thread.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from offline.errors import CorruptionError
 from offline.manifest import FileEntry
 from offline.names import EVENT_TS, SEQ_COLUMN, literal_path, quote_ident
 from offline.partition import days_in_range
@@ -114,31 +109,3 @@ def source_sql(
             f"FROM read_parquet(${param}, union_by_name = true, hive_partitioning = false){where}",
         )
     return "(" + " UNION ALL BY NAME ".join(parts) + ")", files
-
-
-def iter_rows(snap: ViewSnapshot, files: list[FileEntry], columns: list[str]) -> Iterator[pa.Table]:
-    """`columns` of the given files, then of the buffer, one table each; memory: ~2 files.
-
-    The next file is read in a helper thread while the caller works on the current one.
-    Raises CorruptionError naming a file that cannot be read.
-    """
-
-    def read(f: FileEntry) -> pa.Table:
-        path = snap.view_dir / f.path
-        try:
-            return pq.read_table(path, columns=columns)
-        except (OSError, pa.ArrowInvalid) as exc:
-            raise CorruptionError(
-                f"view {snap.view!r}: Parquet file {path} is unreadable: {exc}", path=str(path)
-            ) from exc
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="offline-read") as pool:
-        pending: deque = deque()
-        for f in files:
-            pending.append(pool.submit(read, f))
-            if len(pending) > 1:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    for table in snap.buffer:
-        yield table.select(columns)
