@@ -7,7 +7,9 @@ apply the batch to the online tree and the offline store and acknowledge with it
 applied to a store before it is durable in the log, so on open every store can be replayed from
 its own durable_seq and both sides agree.
 
-Thread-safety: every public method may be called from any thread. Reads (`get_online_features`,
+Thread-safety: every public method may be called from any thread. An ingest holds the ingest
+lock only to sequence and append; its fsync and its apply (in seq order) run outside it, so
+concurrent ingests overlap. Reads (`get_online_features`,
 historical queries, exports) take no store lock: they read an immutable snapshot of the
 definitions and trees that `apply` swaps atomically, and the engines' own read paths never wait
 for writes or compaction. `apply`, `audit`, `compact`, `flush` and `close` wait until every
@@ -106,8 +108,12 @@ class FeatureStore:
         self._tree_options = replace(base, index=online_index, delta=delta)
         self._offline_options = offline_options or OfflineOptions()
         self._hash_bits = _key_hash_bits
+        # Lock order: _lock (sequencing: seq, key slots, log append) -> _applied (apply in seq
+        # order) -> _claims_lock. An ingest holds _lock only to sequence and append, so one
+        # batch's fsync and apply overlap the next one's sequencing.
         self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
+        self._applied = threading.Condition(threading.RLock())
+        self._claims_lock = threading.Lock()
         self._claims: dict[str, PendingClaims] = {}
         self._counters = {
             "ingested_rows": 0,
@@ -223,7 +229,7 @@ class FeatureStore:
         DefinitionError unless `force=True`, which deletes that view's data.
         """
         new = Definitions.load(definitions)
-        with self._cond:
+        with self._lock:
             self._quiesce()
             old = self._snap.defs
             trees = dict(self._snap.trees)
@@ -236,6 +242,8 @@ class FeatureStore:
             for name in plan.reset_views:
                 reset_seq[name] = self._applied_seq
                 generation[name] = generation.get(name, 0) + 1
+                with self._claims_lock:  # slots of the dropped incarnation mean nothing now
+                    self._claims.pop(name, None)
             self._registry.save(plan.definitions, reset_seq, generation)
             if plan.reset_views:
                 self._drop_data(plan.reset_views, trees, old_storage)
@@ -293,10 +301,11 @@ class FeatureStore:
                     table.schema.get_field_index(CREATED_TS), CREATED_TS, created
                 )
             try:
-                payload = self._with_keys(fv, seq, table, canon, base)
+                with self._claims_lock:
+                    payload = self._with_keys(fv, seq, table, canon, base)
                 self._log.append(seq, view, payload)
             except ValidationError:
-                self._claims.get(view, PendingClaims()).release(seq)
+                self._release_claims(view, seq)
                 raise
             except BaseException as e:
                 self._fail(e)
@@ -305,11 +314,10 @@ class FeatureStore:
         try:
             self._log.sync(seq)
         except BaseException as e:
-            with self._cond:
-                self._fail(e)
+            self._fail(e)
             raise
-        with self._cond:
-            self._cond.wait_for(lambda: self._applied_seq == seq - 1 or self._failed is not None)
+        with self._applied:
+            self._applied.wait_for(lambda: self._applied_seq == seq - 1 or self._failed is not None)
             if self._failed is not None:
                 raise StoreError(f"the store failed before batch {seq} was applied: {self._failed}")
             try:
@@ -318,13 +326,24 @@ class FeatureStore:
                 self._fail(e)
                 raise
             self._applied_seq = seq
-            self._claims.get(view, PendingClaims()).release(seq)
             self._counters["ingested_rows"] += table.num_rows
             self._counters["ingest_batches"] += 1
-            self._cond.notify_all()
-            if len(self._log._segments) > 1:
-                self._release_segments()
+            self._applied.notify_all()
+        if fv.hashed:
+            self._release_claims(view, seq)
+        if len(self._log._segments) > 1 and self._lock.acquire(blocking=False):
+            try:  # trim the log when it is free; flush, compact and close trim it too
+                if not self._closed and self._failed is None:
+                    self._release_segments()
+            finally:
+                self._lock.release()
         return seq
+
+    def _release_claims(self, view: str, seq: int) -> None:
+        with self._claims_lock:
+            claims = self._claims.get(view)
+            if claims is not None:
+                claims.release(seq)
 
     def push(self, push_source_name: str, data: Any) -> int:
         """Ingest through a push source (it names the feature view)."""
@@ -385,7 +404,8 @@ class FeatureStore:
         """A log or store write failed midway: refuse further writes until reopened."""
         log.error("feature store failed, refusing writes until it is reopened: %s", e)
         self._failed = e
-        self._cond.notify_all()
+        with self._applied:
+            self._applied.notify_all()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -398,9 +418,10 @@ class FeatureStore:
     def _quiesce(self) -> None:
         """With the ingest lock held: wait until every logged batch has been applied."""
         self._check_open()
-        self._cond.wait_for(
-            lambda: self._applied_seq == self._next_seq - 1 or self._failed is not None
-        )
+        with self._applied:
+            self._applied.wait_for(
+                lambda: self._applied_seq == self._next_seq - 1 or self._failed is not None
+            )
         self._check_open()
 
     def _release_segments(self) -> None:
@@ -576,7 +597,7 @@ class FeatureStore:
 
     def audit(self) -> dict[str, dict[str, Any]]:
         """Per view: offline latest row per entity vs the online scan; mismatches must be 0."""
-        with self._cond:
+        with self._lock:
             self._quiesce()
             assert self._off is not None
             out = {}
@@ -595,7 +616,7 @@ class FeatureStore:
 
     def flush(self) -> None:
         """Make both stores durable up to the last seq and trim the commit log."""
-        with self._cond:
+        with self._lock:
             self._quiesce()
             for tree in self._snap.trees.values():
                 tree.flush()
@@ -605,7 +626,7 @@ class FeatureStore:
 
     def compact(self) -> None:
         """Run every pending compaction of both stores now."""
-        with self._cond:
+        with self._lock:
             self._quiesce()
             for tree in self._snap.trees.values():
                 tree.compact()
@@ -626,13 +647,14 @@ class FeatureStore:
 
     def close(self) -> None:
         """Flush both stores, trim the log, release the writer lock. Idempotent."""
-        with self._cond:
+        with self._lock:
             if self._closed:
                 return
             if self._failed is None:
-                self._cond.wait_for(
-                    lambda: self._applied_seq == self._next_seq - 1 or self._failed is not None
-                )
+                with self._applied:
+                    self._applied.wait_for(
+                        lambda: self._applied_seq == self._next_seq - 1 or self._failed is not None
+                    )
             self._closed = True
             try:
                 for tree in self._snap.trees.values():

@@ -15,6 +15,7 @@ Pure functions plus `PendingClaims`, which the FeatureStore guards with its inge
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import xxhash
@@ -41,7 +42,7 @@ def key_to_int(keys: np.ndarray) -> np.ndarray:
     return (np.ascontiguousarray(keys, dtype=np.uint64) ^ _SIGN).view(np.int64)
 
 
-def canonical_keys(columns: Sequence[Sequence[object]], dtypes: Sequence[str]) -> np.ndarray:
+def canonical_keys(columns: Sequence[Sequence[Any]], dtypes: Sequence[str]) -> np.ndarray:
     """The canonical text of each key tuple: `i<int>;` or `s<len>:<text>` per component.
 
     columns: one sequence per join key, equal lengths, values already of the key's dtype.

@@ -95,7 +95,8 @@ def rfc3339(ns: np.ndarray) -> list[str]:
         if not (ns % div).any():  # the shortest unit that is exact for every value
             unit = u
             break
-    out = [s + "Z" for s in np.datetime_as_string(ns.astype("datetime64[ns]"), unit=unit).tolist()]
+    text = np.datetime_as_string(ns.astype("datetime64[ns]"), unit=unit)  # type: ignore[call-overload]
+    out = [s + "Z" for s in text.tolist()]
     if unit != "s":
         for i in np.flatnonzero(ns == 0).tolist():  # "not found" reads as Feast's plain epoch
             out[i] = EPOCH_RFC3339
@@ -188,9 +189,10 @@ class OnlineResponse:
         return {"metadata": {"feature_names": names}, "results": results}
 
 
-def _json_values(c: _Column) -> list:
+def _json_values(c: _Column) -> list[Any]:
+    vals: list[Any]
     if c.dtype == "timestamp":
-        vals = rfc3339(c.values)
+        vals = list(rfc3339(c.values))
     elif c.dtype in ("float32", "float64") or vector_dim(c.dtype) is not None:
         if np.isfinite(c.values[c.valid]).all():
             vals = c.values.tolist()

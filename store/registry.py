@@ -92,10 +92,10 @@ def plan_apply(
     views: dict[str, FeatureView] = {}
     for name, view in new.feature_views.items():
         if name in old.feature_views and old.feature_views[name] != view:
-            merged, what, must_reset = _merge_view(
+            merged_view, what, must_reset = _merge_view(
                 old.feature_views[name], view, has_data(name), force
             )
-            views[name] = merged
+            views[name] = merged_view
             details[name] = what
             if must_reset:
                 reset.add(name)

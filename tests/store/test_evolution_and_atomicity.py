@@ -191,3 +191,52 @@ def test_hash_collisions_never_return_or_overwrite_another_entity(tmp_path, now)
     fs.compact()
     check(fs)
     fs.close()
+
+
+def test_concurrent_ingests_of_colliding_keys_keep_every_entity_apart(tmp_path, now) -> None:
+    import threading
+
+    fs = open_store(tmp_path / "root", _key_hash_bits=2)
+    fs.apply(DEFS)
+    results: list[tuple[int, list[tuple[int, str]], list[float]]] = []
+    errors: list[BaseException] = []
+
+    def worker(w: int) -> None:
+        rng = np.random.default_rng(w)
+        try:
+            for _ in range(12):
+                users = rng.integers(0, 15, size=20).tolist()
+                items = [f"i{int(x)}" for x in rng.integers(0, 10, size=20)]
+                scores = rng.random(20).round(6).tolist()
+                seq = fs.ingest(
+                    "pair",
+                    {
+                        "user_id": users,
+                        "item_id": items,
+                        "event_timestamp": [now] * 20,
+                        "score": scores,
+                        "clicks": [w] * 20,
+                    },
+                )
+                results.append((seq, list(zip(users, items, strict=True)), scores))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    truth: dict[tuple[int, str], float] = {}
+    for _, keys, scores in sorted(results, key=lambda r: r[0]):  # created time rises with seq
+        for k, s in zip(keys, scores, strict=True):
+            truth[k] = s
+    keys = list(truth)
+    r = fs.get_online_features(
+        ["pair:score"], {"user_id": [u for u, _ in keys], "item_id": [i for _, i in keys]}
+    )
+    assert r.to_dict()["score"] == [truth[k] for k in keys]
+    report = fs.audit()["pair"]
+    assert report["mismatches"] == 0 and report["online_entities"] == len(truth)
+    fs.close()
