@@ -28,11 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from offline import FeatureQuery, OfflineOptions, OfflineStore
+from offline import OfflineOptions, OfflineStore
 from online import Field, LSMTree, TreeOptions
 from store.audit import audit_view
 from store.batch import CREATED_TS, EVENT_TS, convert_batch, store_schema
@@ -42,13 +41,13 @@ from store.dtypes import TIMESTAMP, arrow_type
 from store.entities import parse_entities
 from store.errors import (
     ClosedError,
-    EntityKeyError,
     StoreError,
     UnknownPushSourceError,
     UnknownViewError,
     ValidationError,
 )
 from store.features import FeaturePlan, plan_features
+from store.historical import entity_table, feature_queries, logical_names, with_seq
 from store.keys import (
     ENTITY_KEY_FIELD,
     KEY_HASH_BITS,
@@ -56,11 +55,11 @@ from store.keys import (
     bucket_keys,
     canonical_keys,
     int_to_key,
-    probe_keys,
     resolve_keys,
 )
 from store.lock import WriterLock
-from store.online_response import OnlineResponse, ViewLookup
+from store.online_read import entity_lookup, lookup_view
+from store.online_response import OnlineResponse
 from store.registry import Registry, plan_apply
 
 log = logging.getLogger(__name__)
@@ -68,7 +67,6 @@ log = logging.getLogger(__name__)
 KEY_COLUMN = (
     "_key"  # resolved uint64 key column of a commit-log payload — on-disk format, do not change
 )
-SEQ_METADATA = b"rickhouse.seq"  # schema metadata naming the seq a historical result was taken at
 
 
 @dataclass(frozen=True)
@@ -374,7 +372,7 @@ class FeatureStore:
         claims = self._claims.setdefault(fv.name, PendingClaims())
         # unique entities in first-appearance order: new ones claim slots deterministically
         resolved = resolve_keys(
-            canon[first], base[first], _entity_lookup(tree), claims, seq, fv.name
+            canon[first], base[first], entity_lookup(tree), claims, seq, fv.name
         )
         keys = resolved[inverse]
         table = table.add_column(0, KEY_COLUMN, pa.array(keys, pa.uint64()))
@@ -467,53 +465,11 @@ class FeatureStore:
         plan = self._plan(snap, features, full_feature_names)
         keys, n = parse_entities(entities, plan.join_keys)
         now = time.time_ns()
-        lookups = []
-        for read in plan.reads:
-            view = read.view
-            tree = snap.trees[view.name]
-            if view.hashed:
-                canon = canonical_keys([keys[k] for k, _ in view.keys], [t for _, t in view.keys])
-                res, found = _lookup_hashed(tree, canon, bucket_keys(canon, self._hash_bits))
-            else:
-                res = tree.get_many(int_to_key(keys[view.keys[0][0]]))
-                found = res.found
-            expired = None
-            if view.ttl_ns:
-                expired = found & (res.event_ts < now - view.ttl_ns)
-            lookups.append(ViewLookup(read, res, found, expired))
+        lookups = [
+            lookup_view(snap.trees[r.view.name], r, keys, self._hash_bits, now) for r in plan.reads
+        ]
         self._counters["online_lookups"] += n
         return OnlineResponse(keys, dict(plan.join_keys), lookups, n)
-
-    def _entity_table(self, entity_df: Any, plan: FeaturePlan) -> pa.Table | str:
-        if isinstance(entity_df, (str, Path)):
-            return str(entity_df)
-        if isinstance(entity_df, pd.DataFrame):
-            table = pa.Table.from_pandas(entity_df, preserve_index=False)
-        elif isinstance(entity_df, pa.RecordBatch):
-            table = pa.Table.from_batches([entity_df])
-        elif isinstance(entity_df, pa.Table):
-            table = entity_df
-        elif isinstance(entity_df, Mapping):
-            table = pa.table(dict(entity_df))
-        else:
-            raise EntityKeyError(
-                f"entity_df must be a pandas DataFrame, pyarrow Table or a parquet path, got {type(entity_df).__name__}"
-            )
-        for name, dtype in plan.join_keys:
-            if name not in table.column_names:
-                raise EntityKeyError(f"entity_df lacks join key {name!r}", column=name)
-            col = table.column(name)
-            if col.type != arrow_type(dtype):
-                try:
-                    col = col.cast(arrow_type(dtype))
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-                    raise EntityKeyError(
-                        f"entity_df join key {name!r} is not {dtype}: {e}", column=name
-                    ) from None
-                table = table.set_column(table.schema.get_field_index(name), name, col)
-        if EVENT_TS not in table.column_names:
-            raise EntityKeyError(f"entity_df lacks the {EVENT_TS!r} column", column=EVENT_TS)
-        return table
 
     def _as_of(self, as_of_seq: int | None) -> int:
         if as_of_seq is None:
@@ -523,14 +479,6 @@ class FeatureStore:
                 f"as_of_seq must be an int between 0 and the last seq {self._applied_seq}, got {as_of_seq!r}"
             )
         return as_of_seq
-
-    def _queries(self, snap: _Snapshot, plan: FeaturePlan) -> list[FeatureQuery]:
-        return [
-            FeatureQuery(
-                snap.storage[r.view.name], list(r.features), r.view.join_keys, r.view.ttl_ns
-            )
-            for r in plan.reads
-        ]
 
     def get_historical_features(
         self,
@@ -546,16 +494,14 @@ class FeatureStore:
         seq = self._as_of(as_of_seq)
         assert self._off is not None
         table = self._off.get_historical(
-            self._entity_table(entity_df, plan),
-            self._queries(snap, plan),
+            entity_table(entity_df, plan),
+            feature_queries(plan, snap.storage),
             as_of_seq=seq,
             full_feature_names=full_feature_names,
         )
         if full_feature_names:
-            table = _logical_names(table, plan, snap.storage)
-        meta = {k: v for k, v in (table.schema.metadata or {}).items() if k != b"pandas"}
-        meta[SEQ_METADATA] = str(seq).encode()
-        return table.replace_schema_metadata(meta)
+            table = logical_names(table, plan, snap.storage)
+        return with_seq(table, seq)
 
     def export_training(
         self,
@@ -579,8 +525,8 @@ class FeatureStore:
             self._counters["exports"] += 1
             return {"seq": seq, "rows": table.num_rows, "path": str(out_path)}
         res = self._off.export(
-            self._entity_table(entities, plan),
-            self._queries(snap, plan),
+            entity_table(entities, plan),
+            feature_queries(plan, snap.storage),
             str(out_path),
             as_of_seq=seq,
             full_feature_names=full_feature_names,
@@ -681,35 +627,3 @@ def _conform(view: FeatureView, table: pa.Table) -> pa.Table:
         if f.name not in table.column_names:
             table = table.append_column(f.name, pa.nulls(table.num_rows, arrow_type(f.dtype)))
     return table
-
-
-def _entity_lookup(tree: LSMTree):  # noqa: ANN202 - a keys.Lookup
-    def lookup(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        res = tree.get_many(keys)
-        return res.found, res.values(ENTITY_KEY_FIELD)
-
-    return lookup
-
-
-def _lookup_hashed(tree: LSMTree, canon: np.ndarray, base: np.ndarray) -> tuple[Any, np.ndarray]:
-    """Read hashed keys: probe 0 in one call; re-probe only rows whose slot holds another entity."""
-    res = tree.get_many(base)
-    stored = res.values(ENTITY_KEY_FIELD)
-    match = res.found & (stored == canon)
-    if not (res.found & ~match).any():
-        return res, match
-    keys, found = probe_keys(canon, base, _entity_lookup(tree))
-    return tree.get_many(keys), found
-
-
-def _logical_names(table: pa.Table, plan: FeaturePlan, storage: Mapping[str, str]) -> pa.Table:
-    """Rename `<storage>__feature` columns of renamed views back to `<view>__feature`."""
-    renames = {
-        f"{storage[r.view.name]}__{f}": f"{r.view.name}__{f}"
-        for r in plan.reads
-        if storage[r.view.name] != r.view.name
-        for f in r.features
-    }
-    if not renames:
-        return table
-    return table.rename_columns([renames.get(c, c) for c in table.column_names])

@@ -1,0 +1,84 @@
+"""The training-data side of the FeatureStore: entity tables, feature queries, result names.
+
+Pure functions between a read plan and the offline store's point-in-time join. Safe from any
+thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from offline import FeatureQuery
+from store.batch import EVENT_TS
+from store.dtypes import arrow_type
+from store.errors import EntityKeyError
+from store.features import FeaturePlan
+
+SEQ_METADATA = b"rickhouse.seq"  # schema metadata naming the seq a historical result was taken at
+
+
+def feature_queries(plan: FeaturePlan, storage: Mapping[str, str]) -> list[FeatureQuery]:
+    """One offline query per view of the plan, against the view's storage name."""
+    return [
+        FeatureQuery(storage[r.view.name], list(r.features), r.view.join_keys, r.view.ttl_ns)
+        for r in plan.reads
+    ]
+
+
+def with_seq(table: pa.Table, seq: int) -> pa.Table:
+    """`table` with its schema metadata naming `seq` (pandas metadata of the input dropped)."""
+    meta = {k: v for k, v in (table.schema.metadata or {}).items() if k != b"pandas"}
+    meta[SEQ_METADATA] = str(seq).encode()
+    return table.replace_schema_metadata(meta)
+
+
+def entity_table(entity_df: Any, plan: FeaturePlan) -> pa.Table | str:
+    """The entity table of a point-in-time join: join keys cast to their types, event_timestamp
+    required, other columns passed through; a str is a Parquet path for the offline store."""
+    if isinstance(entity_df, (str, Path)):
+        return str(entity_df)
+    if isinstance(entity_df, pd.DataFrame):
+        table = pa.Table.from_pandas(entity_df, preserve_index=False)
+    elif isinstance(entity_df, pa.RecordBatch):
+        table = pa.Table.from_batches([entity_df])
+    elif isinstance(entity_df, pa.Table):
+        table = entity_df
+    elif isinstance(entity_df, Mapping):
+        table = pa.table(dict(entity_df))
+    else:
+        raise EntityKeyError(
+            f"entity_df must be a pandas DataFrame, pyarrow Table or a parquet path, got {type(entity_df).__name__}"
+        )
+    for name, dtype in plan.join_keys:
+        if name not in table.column_names:
+            raise EntityKeyError(f"entity_df lacks join key {name!r}", column=name)
+        col = table.column(name)
+        if col.type != arrow_type(dtype):
+            try:
+                col = col.cast(arrow_type(dtype))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                raise EntityKeyError(
+                    f"entity_df join key {name!r} is not {dtype}: {e}", column=name
+                ) from None
+            table = table.set_column(table.schema.get_field_index(name), name, col)
+    if EVENT_TS not in table.column_names:
+        raise EntityKeyError(f"entity_df lacks the {EVENT_TS!r} column", column=EVENT_TS)
+    return table
+
+
+def logical_names(table: pa.Table, plan: FeaturePlan, storage: Mapping[str, str]) -> pa.Table:
+    """Rename `<storage>__feature` columns of renamed views back to `<view>__feature`."""
+    renames = {
+        f"{storage[r.view.name]}__{f}": f"{r.view.name}__{f}"
+        for r in plan.reads
+        if storage[r.view.name] != r.view.name
+        for f in r.features
+    }
+    if not renames:
+        return table
+    return table.rename_columns([renames.get(c, c) for c in table.column_names])
