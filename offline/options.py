@@ -27,6 +27,8 @@ class OfflineOptions:
     # Parquet compression (zstd per DESIGN.md) and level: higher is smaller and slower to write.
     compression: str = "zstd"
     compression_level: int = 1
+    # Threads encoding the partitions of one flush in parallel (each file is one thread's).
+    flush_threads: int = 2
     # Row group size of written files: smaller groups prune better, larger ones scan faster.
     row_group_rows: int = 256 * 1024
     # DuckDB per query: threads (None = all cores) and memory limit before it spills to disk
@@ -52,5 +54,7 @@ class OfflineOptions:
             raise ValueError(f"backpressure_factor must be >= 1, got {self.backpressure_factor}")
         if self.join_plan not in ("auto", "asof"):
             raise ValueError(f"join_plan must be 'auto' or 'asof', got {self.join_plan!r}")
+        if self.flush_threads < 1:
+            raise ValueError(f"flush_threads must be >= 1, got {self.flush_threads}")
         if self.row_group_rows < 1:
             raise ValueError(f"row_group_rows must be >= 1, got {self.row_group_rows}")

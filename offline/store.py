@@ -22,6 +22,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -274,10 +275,12 @@ class OfflineStore:
         view_dir = self._dir / v.name
         new_dirs = not view_dir.exists()
         taken = {f.path for f in v.files}
-        entries = []
-        for day, part in split_by_day(table, v.keys):
-            new_dirs = new_dirs or not (view_dir / partition_dir(day)).exists()
-            entries.append(self._write(view_dir, day, part, taken))
+        parts = split_by_day(table, v.keys)
+        new_dirs = new_dirs or any(not (view_dir / partition_dir(d)).exists() for d, _ in parts)
+        # Partitions are independent files: encode and compress them in parallel (pyarrow
+        # releases the GIL); each is still published atomically on its own.
+        with ThreadPoolExecutor(self._options.flush_threads) as pool:
+            entries = list(pool.map(lambda dp: self._write(view_dir, *dp, taken), parts))
         if new_dirs and self._options.fsync:
             fsync_dir(view_dir)
             fsync_dir(self._dir)
