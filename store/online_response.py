@@ -3,7 +3,8 @@
 Construction only keeps references to the lookup results; `to_dict`, `statuses`,
 `event_timestamps`, `to_arrow` and `to_feast_json` each build their output on first use from
 whole arrays (no per-row work beyond producing the Python values asked for). Immutable after
-construction; safe to read from any thread.
+construction but for idempotent caches (two threads reading first may both compute them); safe to read
+from any thread.
 """
 
 from __future__ import annotations
@@ -50,31 +51,60 @@ class ViewLookup:
     def event_ts_rfc3339(self) -> list[str]:
         return rfc3339(self.event_ts)
 
+    @cached_property
+    def live(self) -> np.ndarray:
+        """Rows whose values are served: found and not older than the ttl."""
+        return self.found if self.expired is None else self.found & ~self.expired
+
+    @cached_property
+    def live_all(self) -> bool:
+        return bool(self.live.all())
+
+    @cached_property
+    def base_status_names(self) -> list[str]:
+        """Statuses before nulls: PRESENT, NOT_FOUND or OUTSIDE_MAX_AGE per row."""
+        if self.live_all:
+            return ["PRESENT"] * len(self.found)
+        codes = np.where(self.found, PRESENT, NOT_FOUND)
+        if self.expired is not None:
+            codes[self.expired] = OUTSIDE_MAX_AGE
+        return STATUS_NAMES[codes].tolist()
+
 
 class _Column:
     """One output feature: its values and validity, and (on demand) statuses and timestamps."""
 
-    __slots__ = ("name", "dtype", "values", "valid", "_lookup", "_feature")
+    __slots__ = ("name", "dtype", "valid", "_lookup", "_feature", "_values")
 
     def __init__(self, name: str, dtype: str, feature: str, lookup: ViewLookup, live: np.ndarray):
-        res = lookup.result
         self.name = name
         self.dtype = dtype
         self._lookup = lookup
         self._feature = feature
-        self.values = res.values(feature)
-        valid = res.valid(feature)
+        self._values: np.ndarray | None = None
+        valid = lookup.result.valid(feature)
         self.valid = valid if live is lookup.found else valid & live
 
     @property
-    def status(self) -> np.ndarray:
-        """int8 codes: PRESENT, NULL_VALUE, NOT_FOUND or OUTSIDE_MAX_AGE per row."""
+    def values(self) -> np.ndarray:
+        """The engine's values (0 or None where not valid), read on first use."""
+        if self._values is None:
+            self._values = self._lookup.result.values(self._feature)
+        return self._values
+
+    @property
+    def status_names(self) -> list[str]:
+        """PRESENT, NULL_VALUE, NOT_FOUND or OUTSIDE_MAX_AGE per row (a new list)."""
         lk = self._lookup
-        out = np.where(self.valid, PRESENT, np.where(lk.found, NULL_VALUE, NOT_FOUND)).astype(
-            np.int8
-        )
-        if lk.expired is not None:
-            out[lk.expired] = OUTSIDE_MAX_AGE
+        out = list(lk.base_status_names)
+        if not lk.live_all:
+            null = lk.live & ~self.valid
+        elif not self.valid.all():
+            null = ~self.valid
+        else:
+            return out
+        for i in np.flatnonzero(null).tolist():
+            out[i] = "NULL_VALUE"
         return out
 
     @property
@@ -122,7 +152,7 @@ class OnlineResponse:
     def _columns(self) -> list[_Column]:
         cols = []
         for lk in self._lookups:
-            live = lk.found if lk.expired is None else lk.found & ~lk.expired
+            live = lk.live
             for feat, name, dtype in zip(
                 lk.read.features, lk.read.names, lk.read.dtypes, strict=True
             ):
@@ -132,7 +162,7 @@ class OnlineResponse:
     @cached_property
     def statuses(self) -> dict[str, list[str]]:
         """{feature name: [PRESENT | NULL_VALUE | NOT_FOUND | OUTSIDE_MAX_AGE]}."""
-        return {c.name: STATUS_NAMES[c.status].tolist() for c in self._columns}
+        return {c.name: c.status_names for c in self._columns}
 
     @cached_property
     def event_timestamps(self) -> dict[str, list[pd.Timestamp]]:
@@ -181,7 +211,7 @@ class OnlineResponse:
             results.append(
                 {
                     "values": _json_values(c),
-                    "statuses": STATUS_NAMES[c.status].tolist(),
+                    "statuses": c.status_names,
                     "event_timestamps": c.event_ts_rfc3339,
                 }
             )
@@ -194,14 +224,16 @@ def _json_values(c: _Column) -> list[Any]:
     if c.dtype == "timestamp":
         vals = list(rfc3339(c.values))
     elif c.dtype in ("float32", "float64") or vector_dim(c.dtype) is not None:
-        if np.isfinite(c.values[c.valid]).all():
+        # null and not-found rows hold 0 (online contract), so check every value at once
+        if np.isfinite(c.values).all():
             vals = c.values.tolist()
         else:
             vals = _float_strings(c.values.tolist())
     else:
         vals = c.values.tolist()
-    for i in np.flatnonzero(~c.valid).tolist():
-        vals[i] = None
+    if not c.valid.all():
+        for i in np.flatnonzero(~c.valid).tolist():
+            vals[i] = None
     return vals
 
 
