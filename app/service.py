@@ -4,6 +4,8 @@ Blocking store calls never run on the event loop: online lookups go to a small r
 ingests, exports, audits and compactions to a separate write pool, so heavy work can never take
 the threads that online lookups need. The store itself is thread-safe (INTERNAL_API.md).
 
+Background threads run at a lower CPU priority (settings.background_nice).
+
 Opening: `open()` tries once; if another process holds the writer lock, the service stays
 unavailable (503 everywhere, /health included) and retries in the background until it gets the
 lock. Any other failure to open propagates: a damaged store must not pretend to serve.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +32,18 @@ T = TypeVar("T")
 RETRY_OPEN_S = 2.0
 
 
+def lower_thread_priority(nice: int) -> None:
+    """Raise the calling thread's nice value (Linux: per thread, inherited by threads it starts)."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    tid = threading.get_native_id()
+    try:
+        if os.getpriority(os.PRIO_PROCESS, tid) < nice:
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+    except OSError as exc:  # not permitted somewhere: serve anyway, say so once per thread
+        log.warning("cannot lower the priority of background threads: %s", exc)
+
+
 class StoreService:
     """Owns (or borrows) one FeatureStore; see the module docstring for threading."""
 
@@ -39,7 +54,12 @@ class StoreService:
         self.unavailable_reason: str | None = None if store is not None else "store not open yet"
         self.catalog = Catalog()
         self.read_pool = ThreadPoolExecutor(settings.read_threads, thread_name_prefix="rh-read")
-        self.write_pool = ThreadPoolExecutor(settings.write_threads, thread_name_prefix="rh-write")
+        self.write_pool = ThreadPoolExecutor(
+            settings.write_threads,
+            thread_name_prefix="rh-write",
+            initializer=lower_thread_priority,
+            initargs=(settings.background_nice,),
+        )
         self._retry_task: asyncio.Task[None] | None = None
         self._lock = threading.Lock()
         if store is not None:

@@ -38,6 +38,10 @@ class Settings:
         worker trade the GIL at every nogil kernel call, which cost +40% CPU per request and
         halved throughput here (bench/results/serve.md). Heavy work (ingest, export, audit,
         compaction, stats) always runs in the write pool. 0 = lookups in the read pool.
+    background_nice: the nice value (Linux, per thread) of the write pool's threads and of every
+        thread they start: the store opens in that pool, so DuckDB's workers and the engines'
+        flush and compaction threads inherit it. Under CPU contention online requests then get
+        the cores first; an export or an ingest alone still uses all of them. 0 = no change.
     switch_interval_us: the interpreter's GIL switch interval while serving (sys.setswitchinterval).
         Python's default, 5000 us, lets a busy ingest or export thread hold the GIL for 5 ms
         before an online request gets it; a shorter interval bounds that wait. 0 keeps the default.
@@ -54,6 +58,7 @@ class Settings:
     write_threads: int = 4
     inline_lookups: bool = True
     switch_interval_us: int = 0
+    background_nice: int = 10
     online_index: str = "auto"
     delta: int = 8
     log_level: str = "info"
@@ -74,6 +79,7 @@ class Settings:
             "switch_interval_us": _int(
                 env, "RICKHOUSE_SWITCH_INTERVAL_US", cls.switch_interval_us, 0, 1_000_000
             ),
+            "background_nice": _int(env, "RICKHOUSE_BACKGROUND_NICE", cls.background_nice, 0, 19),
             "online_index": env.get("RICKHOUSE_ONLINE_INDEX", cls.online_index),
             "delta": _int(env, "RICKHOUSE_DELTA", cls.delta, 1, 1 << 20),
             "log_level": env.get("RICKHOUSE_LOG_LEVEL", cls.log_level).lower(),

@@ -59,3 +59,36 @@ def test_serving_knobs() -> None:
     assert Settings.from_env({"RICKHOUSE_INLINE_LOOKUPS": "0"}).inline_lookups is False
     with pytest.raises(SettingsError, match="RICKHOUSE_INLINE_LOOKUPS"):
         Settings.from_env({"RICKHOUSE_INLINE_LOOKUPS": "maybe"})
+
+
+def test_background_threads_run_at_lower_priority(tmp_path) -> None:  # noqa: ANN001
+    """The write pool's threads (and the store's threads they start) get the configured nice."""
+    import os
+    import threading
+
+    from app.service import StoreService
+
+    svc = StoreService(Settings.from_env({}, root=tmp_path, background_nice=7))
+    try:
+        base = os.getpriority(os.PRIO_PROCESS, 0)
+        got = svc.write_pool.submit(
+            lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        ).result()
+        child: list[int] = []
+
+        def spawn() -> None:
+            t = threading.Thread(
+                target=lambda: child.append(
+                    os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+                )
+            )
+            t.start()
+            t.join()
+
+        svc.write_pool.submit(spawn).result()
+        assert got == min(base + 7, 19) or got == 7
+        assert child == [got]
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # not this thread
+    finally:
+        svc.write_pool.shutdown()
+        svc.read_pool.shutdown()
