@@ -1,0 +1,94 @@
+"""The audit itself: it must see every kind of disagreement between the two stores."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from store.audit import audit_view
+from store.definitions import Definitions
+from store.keys import ENTITY_KEY_FIELD, canonical_keys, int_to_key
+from tests.store.conftest import DEFS
+
+VIEWS = Definitions.from_dict(DEFS).feature_views
+TS = pa.timestamp("ns", tz="UTC")
+
+
+def _offline(ids, ctr) -> pa.Table:
+    n = len(ids)
+    return pa.table(
+        {
+            "user_id": pa.array(ids, pa.int64()),
+            "event_timestamp": pa.array([10] * n, pa.int64()).cast(TS),
+            "created_timestamp": pa.array([20] * n, pa.int64()).cast(TS),
+            "_seq": pa.array([1] * n, pa.int64()),
+            "ctr": pa.array(ctr, pa.float32()),
+            "country": pa.array(["NL"] * n),
+            "emb": pa.array([[1.0, 2.0, 3.0, 4.0]] * n, pa.list_(pa.float32(), 4)),
+        }
+    )
+
+
+def _online(ids, ctr, seq=1) -> pa.Table:
+    n = len(ids)
+    return pa.table(
+        {
+            "key": pa.array(int_to_key(pa.array(ids, pa.int64()).to_numpy()), pa.uint64()),
+            "event_timestamp": pa.array([10] * n, pa.int64()).cast(TS),
+            "created_timestamp": pa.array([20] * n, pa.int64()).cast(TS),
+            "seq": pa.array([seq] * n, pa.int64()),
+            "ctr": pa.array(ctr, pa.float32()),
+            "country": pa.array(["NL"] * n, pa.large_string()),
+            "emb": pa.array([[1.0, 2.0, 3.0, 4.0]] * n, pa.list_(pa.float32(), 4)),
+        }
+    )
+
+
+def test_identical_sides_have_no_mismatch_nan_and_null_included() -> None:
+    ctr = [0.5, float("nan"), None]
+    report = audit_view(VIEWS["user_stats"], _offline([1, 2, 3], ctr), _online([1, 2, 3], ctr))
+    assert report == {"entities": 3, "online_entities": 3, "mismatches": 0, "examples": []}
+
+
+def test_every_kind_of_disagreement_is_counted_with_examples() -> None:
+    view = VIEWS["user_stats"]
+    off = _offline([1, 2, 3, 4], [0.1, 0.2, 0.3, None])
+    on = _online([1, 2, 3, 5], [0.1, 0.25, 0.3, 0.5])
+    report = audit_view(view, off, on)
+    assert report["mismatches"] == 3  # 2 differs, 4 offline only, 5 online only
+    problems = {(e["entity"], e["problem"]) for e in report["examples"]}
+    assert problems == {(4, "offline only"), (5, "online only"), (2, "differs")}
+    assert (
+        audit_view(view, off.slice(0, 3), _online([1, 2, 3], [0.1, 0.2, 0.3], seq=2))["mismatches"]
+        == 3
+    )
+
+
+def test_hashed_views_join_on_the_original_key_not_the_engine_key() -> None:
+    view = VIEWS["item_stats"]
+    canon = canonical_keys([["a", "b"]], ["string"])
+    off = pa.table(
+        {
+            "item_id": ["a", "b"],
+            "event_timestamp": pa.array([1, 1], pa.int64()).cast(TS),
+            "created_timestamp": pa.array([1, 1], pa.int64()).cast(TS),
+            "_seq": [1, 1],
+            "price": [1.0, 2.0],
+            "ctr": [None, 0.5],
+        }
+    )
+    on = pa.table(
+        {
+            "key": pa.array(
+                [7, 3], pa.uint64()
+            ),  # any engine keys: the slots are an implementation detail
+            "event_timestamp": pa.array([1, 1], pa.int64()).cast(TS),
+            "created_timestamp": pa.array([1, 1], pa.int64()).cast(TS),
+            "seq": [1, 1],
+            ENTITY_KEY_FIELD: pa.array(canon.tolist(), pa.large_string()),
+            "price": [1.0, 2.0],
+            "ctr": [None, 0.5],
+        }
+    )
+    assert audit_view(view, off, on)["mismatches"] == 0
+    swapped = on.set_column(4, ENTITY_KEY_FIELD, pa.array(canon.tolist()[::-1], pa.large_string()))
+    assert audit_view(view, off, swapped)["mismatches"] == 2
