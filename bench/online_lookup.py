@@ -49,6 +49,7 @@ DISTS = ["dense_gaps", "uniform", "lognormal", "segmented_1pct", "segmented_10pc
 # small memtables and L1 so that ingest leaves a multi-level state (L0 files, L1, L2, ..)
 TREE_OPTS = dict(memtable_bytes=8 << 20, level1_bytes=32 << 20, l0_trigger=4, size_ratio=10)
 MODES = ("learned", "block", "auto")
+AUTO_WARMUP = 5  # batches of traffic the `auto` tree serves before its analyzer decides
 
 
 # ---- data ------------------------------------------------------------------------------------
@@ -170,8 +171,8 @@ def measure_state(path: Path, state: str, hit, miss, emit, t_wait: float, baseli
         opts = TreeOptions(index=mode, background=False, t_wait_s=t_wait, **TREE_OPTS)
         trees[mode] = LSMTree(d, FIELDS, opts)
     auto = engine_lookup(trees["auto"])
-    for q in hit[:2]:  # the analyzer sees traffic, T_wait passes, then it decides
-        auto(q)
+    for _ in range(AUTO_WARMUP):  # the analyzer sees traffic, T_wait passes, then it decides
+        auto(hit[0])
     time.sleep(t_wait)
     trees["auto"].analyze()
     stats = {mode: index_stats(t) for mode, t in trees.items()}
@@ -276,7 +277,8 @@ def sqlite_baseline(root: Path, keys, vals, batches, emit) -> dict:
     return r
 
 
-def ingest(path, keys, vals, rng) -> tuple[float, dict]:
+def ingest(path, keys, vals, rng, opts: dict | None = None) -> tuple[float, dict]:
+    """Write keys (shuffled) in 10k-row batches; returns (rows/s wall, stats incl. CPU times)."""
     order = rng.permutation(len(keys))
     k = keys[order]
     v = vals[:, order]
@@ -285,7 +287,8 @@ def ingest(path, keys, vals, rng) -> tuple[float, dict]:
         cols = [pa.array(v[i, s : s + INGEST_BATCH]) for i in range(NFEAT)]
         batches.append((k[s : s + INGEST_BATCH], pa.RecordBatch.from_arrays(cols, names=NAMES)))
     ts = np.full(INGEST_BATCH, 1_700_000_000_000_000_000, dtype=np.int64)
-    tree = LSMTree(path, FIELDS, TreeOptions(index="block", background=True, **TREE_OPTS))
+    opts = TREE_OPTS if opts is None else opts
+    tree = LSMTree(path, FIELDS, TreeOptions(index="block", background=True, **opts))
     t0, c0, p0 = time.perf_counter(), time.thread_time(), time.process_time()
     for seq, (kk, b) in enumerate(batches, start=1):
         n = len(kk)
@@ -357,6 +360,16 @@ def main() -> None:
                 tree.close()
                 full = measure_state(path, "compacted", hit, miss, emit_d, t_wait,
                                      not args.no_baselines)  # fmt: skip
+                if dist == "uniform":  # ingest again with the default TreeOptions
+                    shutil.rmtree(path)
+                    rate, st = ingest(path, keys, vals, rng, opts={})
+                    cpu = st["cpu"]
+                    emit({"system": "engine-ingest-default-options", "n": n, "dist": dist,
+                          "rows_per_s": rate, "rows_per_writer_cpu_s": n / cpu["writer_cpu_s"],
+                          "rows_per_process_cpu_s": n / cpu["process_cpu_s"], **cpu,
+                          "batch": INGEST_BATCH,
+                          "levels": [lv["sstables"] for lv in st["levels"]],
+                          "compactions": st["compactions"], "flushes": st["flushes"]})  # fmt: skip
                 if not args.no_baselines:
                     if dist == "uniform":
                         rocks = rocks_baseline(root, keys, vals, hit, emit_d)
@@ -404,8 +417,8 @@ def print_table(results: list[dict]) -> None:
                   f"{b['ns_per_key'] / r['ns_per_key']:.2f}x  auto/learned "
                   f"{a['ns_per_key'] / r['ns_per_key']:.2f}")  # fmt: skip
     for r in results:
-        if r.get("system") == "engine-ingest":
-            print(f"  ingest {r['n']:>9} {r['dist']:<16} {r['rows_per_s'] / 1e6:.2f} M rows/s wall "
+        if r.get("system", "").startswith("engine-ingest"):
+            print(f"  {r['system']} {r['n']:>9} {r['dist']:<16} {r['rows_per_s'] / 1e6:.2f} M rows/s wall "
                   f"({r['rows_per_writer_cpu_s'] / 1e6:.2f} M per writer-CPU s, "
                   f"{r['rows_per_process_cpu_s'] / 1e6:.2f} M per process-CPU s; 10k batches), "
                   f"levels after ingest {r['levels']}")  # fmt: skip

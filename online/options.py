@@ -33,7 +33,8 @@ class TreeOptions:
         optimize_filters_for_hits): a key that reaches the last level is usually there.
     verify_checksums: check every sstable's CRC32C when it is opened (costs a read of the file).
     max_immutable: writers wait while this many frozen memtables are waiting for their flush.
-    build_ns_per_key_prior: analyzer's build-cost estimate until a model has been built.
+    build_ns_per_key_prior: analyzer's build-cost estimate until a model has been built (PLR
+        builds measured 4-22 ns/key on the 2-core dev machine).
     learned_saving_prior: analyzer's estimate of the fraction of lookup time a model saves, until
         both kinds of lookups have been measured on the level.
     """
@@ -50,7 +51,7 @@ class TreeOptions:
     bloom_last_level: bool = False
     verify_checksums: bool = True
     max_immutable: int = 2
-    build_ns_per_key_prior: float = 40.0
+    build_ns_per_key_prior: float = 15.0
     learned_saving_prior: float = 0.3
 
     def __post_init__(self) -> None:

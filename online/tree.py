@@ -426,7 +426,7 @@ class LSMTree:
 
     def _compact_once(self) -> bool:
         with self._compact_lock:
-            if self._closed and self._stop:
+            if self._stop:  # closing: finish the running compaction only, leave the rest
                 return False
             pick = self._pick()
             if pick is None:
