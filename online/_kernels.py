@@ -28,6 +28,9 @@ _M511 = np.uint64(511)
 _ONE = np.uint64(1)
 MODE_BLOCK = 0
 MODE_LEARNED = 1
+RADIX_LINEAR = 0  # radix prefix = (key - min) >> shift
+RADIX_LOG = 1  # radix prefix = (bits of float64(key - min) - LOG_BASE) >> shift: log-scale buckets
+LOG_BASE = np.uint64(0x3FF0000000000000)  # bits of 1.0: smaller (0) maps to prefix 0
 LOC_SHIFT = 40  # loc = source id << 40 | position; sstables stay below 2^40 rows
 
 
@@ -101,7 +104,7 @@ def _lockstep(arr, base, cnt, qk, gn):
 
 @njit(cache=True, nogil=True)
 def table_lookup(
-    q, todo, ntodo, tkeys, recs, mode, ikeys, ifb, radix, rshift, fstride, delta, bloom,
+    q, todo, ntodo, tkeys, recs, mode, ikeys, ifb, radix, rshift, rkind, fstride, delta, bloom,
     use_bloom, out, loc, srcid,
 ):  # fmt: skip
     """Look up q[todo[:ntodo]] in one sstable (sorted unique tkeys, records recs).
@@ -110,7 +113,7 @@ def table_lookup(
     Unfound indices are compacted to the front of todo; returns how many remain.
     mode MODE_BLOCK: ikeys are the fences (every fstride-th key). MODE_LEARNED: ikeys are the PLR
     segment start keys, ifb[s] = (float32 bits of the slope, start position), found through radix
-    over the top bits
+    (kind rkind: RADIX_LINEAR or RADIX_LOG, see plr.py) over the top bits
     of (key - min) >> rshift; the last-mile search covers [pred - delta, pred + delta].
     Ints instead of bools or numpy scalars keep the Python -> numba call cheap.
     """
@@ -119,6 +122,8 @@ def table_lookup(
     kmax = tkeys[nk - 1]
     nf = ikeys.shape[0]
     slopes = ifb.view(np.float32)
+    fbuf = np.empty(1, np.float64)
+    fbits = fbuf.view(np.uint64)
     sh = np.uint64(rshift)
     width = recs.shape[1]
     tag = np.int64(srcid) << LOC_SHIFT
@@ -154,7 +159,12 @@ def table_lookup(
         else:
             for g in range(gn):
                 if ok[g]:
-                    p = np.int64((qk[g] - kmin) >> sh)
+                    x = qk[g] - kmin
+                    if rkind == RADIX_LOG:
+                        fbuf[0] = np.float64(x)
+                        b = fbits[0]
+                        x = b - LOG_BASE if b >= LOG_BASE else np.uint64(0)
+                    p = np.int64(x >> sh)
                     s0 = max(np.int64(radix[p]) - 1, 0)
                     base[g] = s0
                     cnt[g] = max(np.int64(radix[p + 1]) - s0, 1)

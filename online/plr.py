@@ -18,14 +18,26 @@ __all__ = ["PLRModel"]
 
 _FIT_MARGIN = 1e-6  # fit to delta*(1 - margin) so float rounding can never exceed delta
 MAX_RADIX_BITS = 22  # cap of the radix table (4 MiB of int32)
+RADIX_LINEAR = K.RADIX_LINEAR
+RADIX_LOG = K.RADIX_LOG
+
+
+def _prefix_base(x: np.ndarray, kind: int) -> np.ndarray:
+    """The monotone map from key - min to the value whose top bits form the radix prefix."""
+    if kind == RADIX_LINEAR:
+        return x
+    bits = x.astype(np.float64).view(np.uint64)
+    return np.where(bits >= K.LOG_BASE, bits - K.LOG_BASE, np.uint64(0))
 
 
 class PLRModel:
     """Segments (start key, float32 slope, uint32 start position) plus a radix table (int32) over the top bits of
     `key - min_key`: radix[p] = first segment whose start has prefix >= p."""
 
-    def __init__(self, keys: np.ndarray, delta: int = 8) -> None:
-        """keys: sorted ascending, unique uint64, at least one."""
+    def __init__(self, keys: np.ndarray, delta: int = 8, radix: str = "auto") -> None:
+        """keys: sorted ascending, unique uint64, at least one. radix: "linear" buckets the top
+        bits of key - min; "log" the top bits of float64(key - min) (log-scale buckets for skewed
+        keys such as lognormal); "auto" picks the one with the fewer expected search steps."""
         if len(keys) == 0:
             raise ValueError("PLRModel needs at least one key")
         t0 = time.perf_counter_ns()
@@ -42,11 +54,33 @@ class PLRModel:
         span = int(keys[-1]) - self.min_key
         # about one radix entry per two segments: a key's segment search then covers ~3
         bits = min(MAX_RADIX_BITS, max(0, int(ns - 1).bit_length() - 1))
-        self.shift = min(63, max(0, span.bit_length() - bits))  # a 64-bit shift is undefined
-        prefixes = (self.seg_keys - np.uint64(self.min_key)) >> np.uint64(self.shift)
-        nprefix = (span >> self.shift) + 2
-        self.radix = np.searchsorted(prefixes, np.arange(nprefix, dtype=np.uint64)).astype(np.int32)
+        kinds = {"linear": RADIX_LINEAR, "log": RADIX_LOG}
+        if radix not in ("auto", *kinds):
+            raise ValueError(f"radix must be 'auto', 'linear' or 'log', got {radix!r}")
+        best = None
+        for name, kind in kinds.items():
+            if radix not in ("auto", name):
+                continue
+            top = _prefix_base(np.array([span], dtype=np.uint64), kind)[0]
+            shift = min(63, max(0, int(top).bit_length() - bits))  # a 64-bit shift is undefined
+            prefixes = _prefix_base(self.seg_keys - np.uint64(self.min_key), kind) >> np.uint64(
+                shift
+            )
+            nprefix = (int(top) >> shift) + 2
+            table = np.searchsorted(prefixes, np.arange(nprefix, dtype=np.uint64))
+            # expected segment-search steps, weighted by segments: log2 of the bucket sizes
+            counts = np.diff(table)
+            cost = float((counts * np.log2(counts + 1)).sum()) / ns
+            if best is None or cost < best[0]:
+                best = (cost, kind, shift, table.astype(np.int32))
+        assert best is not None
+        _, self.radix_kind, self.shift, self.radix = best
         self.build_ns = time.perf_counter_ns() - t0
+
+    def prefix(self, q: np.ndarray) -> np.ndarray:
+        """Radix prefix of keys q (>= the first key), as the lookup computes it."""
+        x = np.asarray(q, dtype=np.uint64) - np.uint64(self.min_key)
+        return (_prefix_base(x, self.radix_kind) >> np.uint64(self.shift)).astype(np.int64)
 
     @property
     def segments(self) -> int:

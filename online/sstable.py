@@ -171,8 +171,8 @@ class SSTable:
         self.block_build_ns = time.perf_counter_ns() - t0
         self.model: PLRModel | None = None
         self.delta = 0
-        # (mode, index keys, (slope, start) per segment, radix, radix shift)
-        self._index: tuple = (K.MODE_BLOCK, self.fences, _EMPTY_FB, _EMPTY_I32, 0)
+        # (mode, index keys, (slope, start) per segment, radix, radix shift, radix kind)
+        self._index: tuple = (K.MODE_BLOCK, self.fences, _EMPTY_FB, _EMPTY_I32, 0, 0)
         # lookup statistics (approximate under concurrency: plain int updates under the GIL)
         self.lookups_positive = 0
         self.lookups_negative = 0
@@ -202,12 +202,12 @@ class SSTable:
     def fence_bytes(self) -> int:
         return self.fences.nbytes
 
-    def learn(self, delta: int) -> PLRModel:
+    def learn(self, delta: int, radix: str = "auto") -> PLRModel:
         """Build the PLR model and switch lookups to it (atomically)."""
-        m = PLRModel(self.keys, delta)
+        m = PLRModel(self.keys, delta, radix)
         self.model = m
         self.delta = int(delta)
-        self._index = (K.MODE_LEARNED, m.seg_keys, m.seg_fb, m.radix, m.shift)
+        self._index = (K.MODE_LEARNED, m.seg_keys, m.seg_fb, m.radix, m.shift, m.radix_kind)
         return m
 
     def mark_obsolete(self) -> None:
@@ -226,12 +226,12 @@ class SSTable:
                 if self.model is None:
                     raise ValueError("no model to force a learned lookup")
                 m = self.model
-                idx = (K.MODE_LEARNED, m.seg_keys, m.seg_fb, m.radix, m.shift)
+                idx = (K.MODE_LEARNED, m.seg_keys, m.seg_fb, m.radix, m.shift, m.radix_kind)
             else:
-                idx = (K.MODE_BLOCK, self.fences, _EMPTY_FB, _EMPTY_I32, 0)
+                idx = (K.MODE_BLOCK, self.fences, _EMPTY_FB, _EMPTY_I32, 0, 0)
         return K.table_lookup(
             q, todo, ntodo, self.keys, self.records, idx[0], idx[1], idx[2], idx[3], idx[4],
-            self.fstride, self.delta, self.bloom.words, use_bloom, out, loc, srcid,
+            idx[5], self.fstride, self.delta, self.bloom.words, use_bloom, out, loc, srcid,
         )  # fmt: skip
 
     def string_values(self, field: Field, positions: np.ndarray) -> list:

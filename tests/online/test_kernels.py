@@ -45,13 +45,14 @@ def _probe(keys: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name", ["one key", "two far keys", "huge gaps", "dense runs",
-                                  "clusters", "uniform 64-bit", "near max"])  # fmt: skip
-@pytest.mark.parametrize("mode", [K.MODE_BLOCK, K.MODE_LEARNED])
+                                  "clusters", "uniform 64-bit", "near max", "lognormal"])  # fmt: skip
+@pytest.mark.parametrize("mode", [K.MODE_BLOCK, K.MODE_LEARNED, "log radix"])
 @pytest.mark.parametrize("use_bloom", [0, 1])
 def test_table_lookup_matches_searchsorted(tmp_path, name, mode, use_bloom) -> None:
     keys = ADVERSARIAL[name]
     t = _table(tmp_path, keys)
-    t.learn(8)
+    t.learn(8, radix="log" if mode == "log radix" else "linear")
+    mode = K.MODE_LEARNED if mode == "log radix" else mode
     q = _probe(keys, np.random.default_rng(1))
     n = len(q)
     out = np.zeros((n, LAYOUT.rowwords), dtype=np.int64)

@@ -70,10 +70,14 @@ def test_within_delta_on_random_key_sets(keys: list[int], delta: int) -> None:
     _assert_within_delta(np.array(sorted(keys), dtype=np.uint64), delta)
 
 
-def test_radix_table_points_at_the_segment_of_every_key() -> None:
-    keys = ADVERSARIAL["clusters"]
-    m = PLRModel(keys, 8)
-    prefix = ((keys - np.uint64(m.min_key)) >> np.uint64(m.shift)).astype(np.int64)
+@pytest.mark.parametrize("radix", ["linear", "log"])
+@pytest.mark.parametrize(
+    "name", ["clusters", "lognormal", "uniform 64-bit", "huge gaps", "near max"]
+)
+def test_radix_table_points_at_the_segment_of_every_key(name: str, radix: str) -> None:
+    keys = ADVERSARIAL[name]
+    m = PLRModel(keys, 8, radix=radix)
+    prefix = m.prefix(keys)
     seg = np.searchsorted(m.seg_keys, keys, side="right") - 1
     lo = np.maximum(m.radix[prefix] - 1, 0)
     hi = m.radix[prefix + 1]
@@ -90,3 +94,14 @@ def test_model_is_small_on_uniform_keys() -> None:
 def test_model_needs_a_key() -> None:
     with pytest.raises(ValueError):
         PLRModel(np.zeros(0, dtype=np.uint64), 8)
+
+
+def test_auto_radix_picks_log_buckets_for_skewed_keys() -> None:
+    assert (
+        PLRModel(ADVERSARIAL["lognormal"], 8).radix_kind
+        == PLRModel(ADVERSARIAL["lognormal"], 8, radix="log").radix_kind
+    )
+    assert PLRModel(ADVERSARIAL["lognormal"], 8).radix_kind == 1
+    assert PLRModel(ADVERSARIAL["uniform 64-bit"], 8).radix_kind == 0
+    with pytest.raises(ValueError):
+        PLRModel(ADVERSARIAL["uniform 64-bit"], 8, radix="btree")
