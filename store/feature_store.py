@@ -12,8 +12,9 @@ lock only to sequence and append; its fsync and its apply (in seq order) run out
 concurrent ingests overlap. Reads (`get_online_features`,
 historical queries, exports) take no store lock: they read an immutable snapshot of the
 definitions and trees that `apply` swaps atomically, and the engines' own read paths never wait
-for writes or compaction. `apply`, `audit`, `compact`, `flush` and `close` wait until every
-acknowledged ingest has been applied and hold the ingest lock while they run.
+for writes or compaction (only a read that meets a tree `apply` is reopening waits for that
+apply to finish, then reads again). `apply`, `audit`, `compact`, `flush` and `close` wait until
+every acknowledged ingest has been applied and hold the ingest lock while they run.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from offline import OfflineOptions, OfflineStore
+from online import ClosedError as OnlineClosedError
 from online import Field, LSMTree, TreeOptions
 from store.audit import audit_view
 from store.batch import CREATED_TS, EVENT_TS, convert_batch, store_schema
@@ -465,9 +467,19 @@ class FeatureStore:
         plan = self._plan(snap, features, full_feature_names)
         keys, n = parse_entities(entities, plan.join_keys)
         now = time.time_ns()
-        lookups = [
-            lookup_view(snap.trees[r.view.name], r, keys, self._hash_bits, now) for r in plan.reads
-        ]
+        try:
+            lookups = [
+                lookup_view(snap.trees[r.view.name], r, keys, self._hash_bits, now)
+                for r in plan.reads
+            ]
+        except OnlineClosedError:
+            # apply() (or close()) closed a tree under this read. Rare: wait for it to finish,
+            # which it does holding the ingest lock, then read the new snapshot.
+            with self._lock:
+                pass
+            if self._closed or self._snap is snap:
+                raise ClosedError(f"the FeatureStore at {str(self._root)!r} is closed") from None
+            return self.get_online_features(features, entities, full_feature_names)
         self._counters["online_lookups"] += n
         return OnlineResponse(keys, dict(plan.join_keys), lookups, n)
 

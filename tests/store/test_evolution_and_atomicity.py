@@ -240,3 +240,34 @@ def test_concurrent_ingests_of_colliding_keys_keep_every_entity_apart(tmp_path, 
     report = fs.audit()["pair"]
     assert report["mismatches"] == 0 and report["online_entities"] == len(truth)
     fs.close()
+
+
+def test_reads_during_apply_never_fail(tmp_path, now) -> None:
+    import threading
+
+    fs = open_store(tmp_path / "root")
+    fs.apply(DEFS)
+    fs.ingest("user_stats", user_batch([1, 2], now))
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    reads = [0]
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                r = fs.get_online_features(["user_stats:ctr"], {"user_id": [1, 2]})
+                assert r.statuses["ctr"] == ["PRESENT", "PRESENT"]
+                reads[0] += 1
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    defs = copy.deepcopy(DEFS)
+    for k in range(5):  # each apply reopens the view's tree with one more feature
+        defs["feature_views"][0]["features"].append({"name": f"extra{k}", "dtype": "int32"})
+        fs.apply(defs)
+    stop.set()
+    t.join()
+    assert not errors and reads[0] > 0
+    fs.close()
