@@ -37,6 +37,7 @@ _SCALARS = {
     "timestamp": (np.dtype(np.int64), pa.timestamp("ns", tz="UTC")),
 }
 _VECTOR = re.compile(r"^float32\[(\d+)\]$")
+_BIT_MASKS = [np.array([1 << b], dtype=np.uint8) for b in range(8)]
 
 
 @dataclass(frozen=True)
@@ -163,18 +164,33 @@ class Layout:
     # ---- reading records --------------------------------------------------------------------
 
     def values(self, records: np.ndarray, name: str) -> np.ndarray:
-        """Copy of field `name` from (n, rowwords) int64 records; see LookupResult.values."""
+        """Copy of field `name` from C-contiguous (n, rowwords) int64 records; see
+        LookupResult.values. (A strided view straight into the buffer: the serving path calls
+        this per feature for a single row, where numpy's structured-dtype machinery costs more
+        than the lookup.)"""
         i = self.field_index(name)
-        if self.fields[i].dtype == "string":
+        f = self.fields[i]
+        if f.dtype == "string":
             raise OnlineError(f"field {name!r} is a string; it is not stored in the record")
-        out = records.view(self.struct)[:, 0][f"f{i}"]
-        return np.array(out, copy=True)
+        n = records.shape[0]
+        dt = self.struct.fields[f"f{i}"][0]
+        if dt.subdtype is not None:  # float32[N]
+            shape, strides, dt = (n, dt.shape[0]), (self.rowbytes, 4), dt.base
+        else:
+            shape, strides = (n,), (self.rowbytes,)
+        if n == 0:
+            return np.zeros(shape, dtype=dt)
+        return np.ndarray(shape, dt, records, self.offsets[i], strides).copy()
 
     def valid(self, records: np.ndarray, name: str) -> np.ndarray:
         """Valid bits of field `name`: (n,) bool."""
         i = self.field_index(name)
-        u8 = records.view(np.uint8)
-        return (u8[:, HEADER_BYTES + i // 8] >> (i % 8)) & 1 == 1
+        n = records.shape[0]
+        if n == 0:
+            return np.zeros(0, dtype=np.bool_)
+        byte = np.ndarray((n,), np.uint8, records, HEADER_BYTES + i // 8, (self.rowbytes,))
+        # an array operand keeps numpy off its slow Python-scalar promotion path
+        return np.bitwise_and(byte, _BIT_MASKS[i % 8]).astype(np.bool_)
 
     def convert(self, old: Layout, records: np.ndarray) -> np.ndarray:
         """Records of the older layout `old` (whose fields are a prefix of ours) in this layout."""
