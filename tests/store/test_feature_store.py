@@ -281,3 +281,37 @@ def test_concurrent_ingests_and_reads_from_threads(tmp_path, now) -> None:
         fs.get_online_features(FEATS, {"user_id": [1]})
     fs.close()  # idempotent
     np.testing.assert_equal(len(seqs), 60)
+
+
+def test_log_segments_are_deleted_once_both_stores_hold_them(tmp_path, now) -> None:
+    from offline import OfflineOptions
+    from online import TreeOptions
+    from store import FeatureStore
+
+    opts = {
+        "tree_options": TreeOptions(background=False, memtable_bytes=32 << 10),
+        "offline_options": OfflineOptions(background=False, buffer_rows=500),
+        "segment_bytes": 16 << 10,
+    }
+    fs = FeatureStore(tmp_path / "root", **opts)
+    fs.apply(DEFS)
+    for i in range(60):
+        fs.ingest("user_stats", user_batch(list(range(i * 50, i * 50 + 50)), now))
+    # 60 records of ~4 KiB filled ~15 segments of 16 KiB; those both stores flushed are gone
+    assert fs.stats()["commit_log"]["segments"] < 5
+    fs.flush()
+    assert fs.stats()["commit_log"]["segments"] == 1  # only the active one
+    fs.close()
+    fs = FeatureStore(tmp_path / "root", **opts)
+    assert fs.last_seq == 60
+    r = fs.get_online_features(["user_stats:ctr"], {"user_id": list(range(3000))})
+    assert r.statuses["ctr"] == ["PRESENT"] * 3000
+    assert fs.audit()["user_stats"] == {
+        "entities": 3000,
+        "online_entities": 3000,
+        "mismatches": 0,
+        "examples": [],
+    }
+    fs.ingest("user_stats", user_batch([1], now))
+    assert fs.last_seq == 61
+    fs.close()
