@@ -62,10 +62,13 @@ def _columns(view: FeatureView, data: Any) -> dict[str, Any]:
     )
 
 
-def convert_batch(view: FeatureView, data: Any) -> tuple[pa.Table, bool]:
-    """Validate and convert `data`: (table of store_schema(view), whether it carried created).
+def convert_batch(view: FeatureView, data: Any) -> tuple[pa.Table, np.ndarray | None]:
+    """Validate and convert `data`: (table of store_schema(view), rows lacking a created time).
 
-    Without a created column, the created_timestamp column holds zeros for the caller to fill.
+    The second value is None when every row carries its created timestamp (the view's
+    created_timestamp_field, or a `created` column); else a bool mask of the rows (all of them
+    when there is no such column) whose created_timestamp holds 0 for the caller to fill with
+    the ingest time. A null created value is "not given", as Feast clients send it.
     """
     cols = _columns(view, data)
     created_name = view.created_timestamp_field or "created"
@@ -92,17 +95,20 @@ def convert_batch(view: FeatureView, data: Any) -> tuple[pa.Table, bool]:
     created_col = (
         created_name if created_name in cols else (CREATED_TS if CREATED_TS in cols else None)
     )
+    no_created: np.ndarray | None = np.ones(n, dtype=bool)
     if created_col is not None:
-        out[CREATED_TS] = _convert(
-            view, created_col, cols[created_col], "timestamp", n, nullable=False
-        )
+        created = _convert(view, created_col, cols[created_col], "timestamp", n, nullable=True)
+        if created.null_count:
+            no_created = np.asarray(created.is_null())
+            created = created.fill_null(pa.scalar(0, TIMESTAMP))
+        else:
+            no_created = None
+        out[CREATED_TS] = created
     else:
         out[CREATED_TS] = pa.array(np.zeros(n, dtype=np.int64)).cast(TIMESTAMP)
     for f in view.features:
         out[f.name] = _convert(view, f.name, cols[f.name], f.dtype, n, nullable=True)
-    return pa.Table.from_arrays(
-        list(out.values()), schema=store_schema(view)
-    ), created_col is not None
+    return pa.Table.from_arrays(list(out.values()), schema=store_schema(view)), no_created
 
 
 def _length(view: FeatureView, cols: dict[str, Any]) -> int:

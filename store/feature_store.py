@@ -282,7 +282,7 @@ class FeatureStore:
         """
         self._check_open()
         fv = self._view(view)
-        table, has_created = convert_batch(fv, data)
+        table, missing_created = convert_batch(fv, data)
         canon = base = None
         if fv.hashed:
             cols = [table.column(k).to_pylist() for k, _ in fv.keys]
@@ -293,10 +293,11 @@ class FeatureStore:
             if self._snap.defs.feature_views.get(view) is not fv:
                 raise StoreError(f"feature view {view!r} was redefined during the ingest; retry")
             seq = self._next_seq
-            if not has_created:
+            if missing_created is not None:
                 now = max(time.time_ns(), self._last_created)
                 self._last_created = now
-                created = pa.array(np.full(table.num_rows, now, dtype=np.int64)).cast(TIMESTAMP)
+                given = _column_numpy(table, CREATED_TS, np.int64)
+                created = pa.array(np.where(missing_created, now, given)).cast(TIMESTAMP)
                 table = table.set_column(
                     table.schema.get_field_index(CREATED_TS), CREATED_TS, created
                 )

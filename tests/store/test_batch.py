@@ -58,8 +58,8 @@ def _dict_batch() -> dict:
 
 
 def test_dict_of_json_values_converts_to_the_store_schema() -> None:
-    table, has_created = convert_batch(VIEW, _dict_batch())
-    assert not has_created
+    table, missing_created = convert_batch(VIEW, _dict_batch())
+    assert missing_created.tolist() == [True] * 3
     assert table.schema == store_schema(VIEW)
     assert table.column("user_id").to_pylist() == [1001, 1002, 1003]
     ts = table.column("event_timestamp").cast(pa.int64()).to_pylist()
@@ -85,9 +85,13 @@ def test_pandas_and_arrow_inputs_agree_with_dict_input() -> None:
 def test_created_column_is_taken_from_the_data() -> None:
     d = _dict_batch()
     d["created"] = [dt.datetime(2025, 1, 30, 12, tzinfo=dt.UTC)] * 3
-    table, has_created = convert_batch(VIEW, d)
-    assert has_created
+    table, missing_created = convert_batch(VIEW, d)
+    assert missing_created is None
     assert table.column("created_timestamp").cast(pa.int64()).to_pylist() == [T0] * 3
+    d["created"] = [None, "2025-01-30T12:00:00Z", None]  # null created = not given (Feast)
+    table, missing_created = convert_batch(VIEW, d)
+    assert missing_created.tolist() == [True, False, True]
+    assert table.column("created_timestamp").cast(pa.int64()).to_pylist() == [0, T0, 0]
 
 
 @pytest.mark.parametrize(

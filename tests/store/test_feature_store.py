@@ -315,3 +315,15 @@ def test_log_segments_are_deleted_once_both_stores_hold_them(tmp_path, now) -> N
     fs.ingest("user_stats", user_batch([1], now))
     assert fs.last_seq == 61
     fs.close()
+
+
+def test_null_created_means_ingest_time_and_given_created_is_kept(fs, now) -> None:
+    from store.keys import int_to_key
+
+    fs.ingest("user_stats", user_batch([1, 2], now, created=[None, 5]))
+    # the version order's created_timestamp is read from the engine (the offline side is
+    # compared with it by the audit)
+    res = fs._snap.trees["user_stats"].get_many(int_to_key(np.array([1, 2], dtype=np.int64)))
+    created = res.created_ts.tolist()
+    assert created[0] >= now and created[1] == 5
+    assert fs.audit()["user_stats"]["mismatches"] == 0
