@@ -78,7 +78,7 @@ def test_readers_see_consistent_monotonic_rows_through_compactions(tmp_path) -> 
     res = tree.get_many(keys)
     assert res.found.all() and np.array_equal(res.values("v"), latest)
     st = tree.stats()
-    assert st["compactions"] > 0 and st["flushes"] > 0
+    assert st["compactions"] > 0 and st["flushes"] > 0, st
     tree.close()
     tree = LSMTree(tmp_path, FIELDS, opts)
     assert np.array_equal(tree.get_many(keys).values("v"), latest)
