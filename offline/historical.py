@@ -80,8 +80,9 @@ def plan_join(
 ) -> JoinPlan:
     """Register the entity and view sources on `con` and build the join SQL.
 
-    `entity_columns`: entity columns to output before the features (None: none, the caller
-    re-attaches them). `for_parquet`: vectors leave as FLOAT[] lists, because DuckDB's
+    `entity_columns`: entity columns to output before the features, rows in input order
+    (None: no entity columns and rows unordered with ENTITY_ID last; the caller restores the
+    order and re-attaches the entity columns). `for_parquet`: vectors leave as FLOAT[] lists, because DuckDB's
     Parquet encoding of a null fixed-size ARRAY is unreadable by pyarrow 26.
     `force_asof`: use DuckDB ASOF for every view (the numba matcher is the default for
     one-int64-key views up to `matcher_max_entities` entity rows, ~90 bytes of memory each;
@@ -127,7 +128,7 @@ def plan_join(
     key_cols = list(dict.fromkeys(k for q in queries for k in snaps[q.view].keys))
     wanted = list(dict.fromkeys((entity_columns or []) + key_cols))
     entity_source = ent.register(con, wanted, params, extra)
-    sql = join_sql(entity_source, entity_columns, parts)
+    sql = join_sql(entity_source, entity_columns, parts, ordered=entity_columns is not None)
     return JoinPlan(sql, params, fields, files)
 
 

@@ -12,7 +12,8 @@ Plan (DuckDB), per queried view, in two steps (late materialization):
 2. Fetch: the matched `(_seq, _row)` — unique within a view — is hash-joined to the view's
    feature columns. The ASOF sort then carries ~40 bytes per feature row instead of every
    feature (measured ~2x faster and ~20% less memory on 5M rows x 8 features).
-Every entity row appears once, in input order (`ORDER BY` its row id). Pure functions over
+Every entity row appears once, in input order (`ORDER BY` its row id, or restored by the
+caller). Pure functions over
 SQL text.
 """
 
@@ -62,10 +63,18 @@ def _match_cte(part: JoinPart) -> str:
     return f"SELECT {keys}, {version} AS {_VERSION} FROM {part.match_source}"
 
 
-def join_sql(entity_source: str, entity_columns: list[str] | None, parts: list[JoinPart]) -> str:
+def join_sql(
+    entity_source: str,
+    entity_columns: list[str] | None,
+    parts: list[JoinPart],
+    ordered: bool = True,
+) -> str:
     """The full join: entity columns (`entity_columns`, or none) then features, in input order.
 
-    `entity_source` yields the entity columns plus ENTITY_ID and ENTITY_TS.
+    `entity_source` yields the entity columns plus ENTITY_ID and ENTITY_TS. `ordered=False`
+    leaves out the ORDER BY and outputs ENTITY_ID last, for a caller that restores the order
+    itself (an Arrow take by inverse permutation is cheaper than DuckDB's sort of every
+    feature column).
     """
     ctes = [
         "__rh_e AS (SELECT *, "
@@ -98,12 +107,12 @@ def join_sql(entity_source: str, entity_columns: list[str] | None, parts: list[J
         matched.append(f"CASE WHEN {fresh} THEN {f}.{_VERSION}.s END AS __rh_s{i}")
         matched.append(f"CASE WHEN {fresh} THEN {f}.{_VERSION}.r END AS __rh_r{i}")
     ctes.append(f"__rh_m AS (SELECT {', '.join(matched)} FROM __rh_e {' '.join(asofs)})")
-    if not selects:
-        selects = [f"__rh_m.{ENTITY_ID}"]
+    if not selects or not ordered:
+        selects.append(f"__rh_m.{ENTITY_ID}")
     return (
         "WITH "
         + ", ".join(ctes)
         + f" SELECT {', '.join(selects)} FROM __rh_m "
         + " ".join(fetches)
-        + f" ORDER BY __rh_m.{ENTITY_ID}"
+        + (f" ORDER BY __rh_m.{ENTITY_ID}" if ordered else "")
     )

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -584,6 +585,12 @@ class OfflineStore:
             self._release(snaps)
         table = ent.table
         assert table is not None
+        # rows come unordered with their input position last: restore input order with one
+        # take by the inverse permutation
+        eid = result.column(result.num_columns - 1).to_numpy()
+        inverse = np.empty(len(eid), np.int64)
+        inverse[eid] = np.arange(len(eid), dtype=np.int64)
+        result = result.take(pa.array(inverse))
         for f in plan.fields:
             table = table.append_column(f, result.column(f.name).cast(f.type))
         return table
