@@ -13,8 +13,9 @@ concurrent ingests overlap. Reads (`get_online_features`,
 historical queries, exports) take no store lock: they read an immutable snapshot of the
 definitions and trees that `apply` swaps atomically, and the engines' own read paths never wait
 for writes or compaction (only a read that meets a tree `apply` is reopening waits for that
-apply to finish, then reads again). `apply`, `audit`, `compact`, `flush` and `close` wait until
-every acknowledged ingest has been applied and hold the ingest lock while they run.
+apply to finish, then reads again). `apply`, `audit` and `close` wait until every
+acknowledged ingest has been applied and hold the ingest lock while they run; `flush` waits for
+that too, then flushes while ingests continue; `compact` never holds ingests.
 """
 
 from __future__ import annotations
@@ -111,6 +112,9 @@ class FeatureStore:
         # Lock order: _lock (sequencing: seq, key slots, log append) -> _applied (apply in seq
         # order) -> _claims_lock. An ingest holds _lock only to sequence and append, so one
         # batch's fsync and apply overlap the next one's sequencing.
+        # _admin (outermost) serializes apply, audit, flush, compact and close with each other,
+        # so flush and compact can run the engines' work without blocking ingests.
+        self._admin = threading.RLock()
         self._lock = threading.Lock()
         self._applied = threading.Condition(threading.RLock())
         self._claims_lock = threading.Lock()
@@ -229,7 +233,7 @@ class FeatureStore:
         DefinitionError unless `force=True`, which deletes that view's data.
         """
         new = Definitions.load(definitions)
-        with self._lock:
+        with self._admin, self._lock:
             self._quiesce()
             old = self._snap.defs
             trees = dict(self._snap.trees)
@@ -555,8 +559,10 @@ class FeatureStore:
     # ----------------------------------------------------------------------------- maintenance
 
     def audit(self) -> dict[str, dict[str, Any]]:
-        """Per view: offline latest row per entity vs the online scan; mismatches must be 0."""
-        with self._lock:
+        """Per view: offline latest row per entity vs the online scan; mismatches must be 0.
+
+        Holds ingests for its duration: it compares the stores at one quiescent point."""
+        with self._admin, self._lock:
             self._quiesce()
             assert self._off is not None
             out = {}
@@ -574,24 +580,32 @@ class FeatureStore:
             return out
 
     def flush(self) -> None:
-        """Make both stores durable up to the last seq and trim the commit log."""
-        with self._lock:
-            self._quiesce()
+        """Make both stores durable up to the last seq (as of the call) and trim the commit log.
+
+        Ingests continue meanwhile; only the wait for batches already logged holds them."""
+        with self._admin:
+            with self._lock:
+                self._quiesce()
             for tree in self._snap.trees.values():
                 tree.flush()
             assert self._off is not None
             self._off.flush()
-            self._release_segments()
+            self._trim_log()
 
     def compact(self) -> None:
-        """Run every pending compaction of both stores now."""
-        with self._lock:
-            self._quiesce()
+        """Run every pending compaction of both stores now; ingests and reads continue."""
+        with self._admin:
+            self._check_open()
             for tree in self._snap.trees.values():
                 tree.compact()
             assert self._off is not None
             self._off.compact()
-            self._release_segments()
+            self._trim_log()
+
+    def _trim_log(self) -> None:
+        with self._lock:
+            if not self._closed and self._failed is None:
+                self._release_segments()
 
     def stats(self) -> dict[str, Any]:
         assert self._off is not None
@@ -606,7 +620,7 @@ class FeatureStore:
 
     def close(self) -> None:
         """Flush both stores, trim the log, release the writer lock. Idempotent."""
-        with self._lock:
+        with self._admin, self._lock:
             if self._closed:
                 return
             if self._failed is None:

@@ -263,8 +263,17 @@ def test_concurrent_ingests_and_reads_from_threads(tmp_path, now) -> None:
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
 
+    def maintainer() -> None:
+        try:
+            for _ in range(3):
+                fs.flush()
+                fs.compact()
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
     threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)] + [
-        threading.Thread(target=reader)
+        threading.Thread(target=reader),
+        threading.Thread(target=maintainer),
     ]
     for t in threads:
         t.start()
