@@ -12,47 +12,67 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from store.definitions import FeatureView
-from store.keys import ENTITY_KEY_FIELD, canonical_keys, key_to_int
+from store.keys import ENTITY_KEY_FIELD, key_to_int
 
 MAX_EXAMPLES = 5
 
 
-def _offline_key(view: FeatureView, table: pa.Table) -> np.ndarray:
+def _offline_key(view: FeatureView, table: pa.Table) -> pa.Array:
+    """The original key per row: int64, or the canonical text of keys.canonical_keys, built
+    with Arrow kernels (no per-row Python: views hold millions of entities)."""
     if not view.hashed:
-        return table.column(view.keys[0][0]).to_numpy().astype(np.int64)
-    cols = [table.column(k).to_pylist() for k, _ in view.keys]
-    return canonical_keys(cols, [t for _, t in view.keys])
+        return _chunk(table.column(view.keys[0][0])).cast(pa.int64())
+    parts = []
+    for name, dtype in view.keys:
+        col = _chunk(table.column(name))
+        if dtype == "int64":
+            parts += ["i", pc.cast(col, pa.string()), ";"]
+        else:
+            col = col.cast(pa.string())
+            parts += ["s", pc.cast(pc.utf8_length(col), pa.string()), ":", col]
+    return pc.binary_join_element_wise(*parts, "")
 
 
-def _online_key(view: FeatureView, table: pa.Table) -> np.ndarray:
+def _online_key(view: FeatureView, table: pa.Table) -> pa.Array:
     if not view.hashed:
-        return key_to_int(table.column("key").to_numpy())
-    return np.asarray(table.column(ENTITY_KEY_FIELD).to_pylist(), dtype=object)
+        return pa.array(key_to_int(_chunk(table.column("key")).to_numpy()))
+    return _chunk(table.column(ENTITY_KEY_FIELD)).cast(pa.string())
+
+
+def _chunk(col: pa.ChunkedArray | pa.Array) -> pa.Array:
+    if isinstance(col, pa.ChunkedArray):
+        return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    return col
 
 
 def _as_numpy(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(values, valid) of a column; vectors as (n, N) arrays, timestamps as int64."""
-    if isinstance(col, pa.ChunkedArray):
-        col = col.combine_chunks()
+    """(values, valid) of a numeric column; vectors as (n, N) arrays, timestamps as int64.
+    Values of invalid rows are unspecified."""
+    col = _chunk(col)
     valid = np.asarray(col.is_valid())
     t = col.type
     if pa.types.is_timestamp(t):
         col = col.cast(pa.int64())
     if pa.types.is_fixed_size_list(t):
-        flat = col.flatten() if col.offset == 0 and col.null_count == 0 else None
-        if flat is None:
-            vals = np.array(
-                [v if v is not None else [np.nan] * t.list_size for v in col.to_pylist()],
-                dtype=np.float32,
-            ).reshape(len(col), t.list_size)
-        else:
-            vals = flat.to_numpy(zero_copy_only=False).reshape(len(col), t.list_size)
-        return vals, valid
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return np.asarray(col.to_pylist(), dtype=object), valid
+        n, width = len(col), t.list_size
+        child = col.values.slice(col.offset * width, n * width)  # null lists keep their slots
+        return child.to_numpy(zero_copy_only=False).reshape(n, width), valid
     return col.to_numpy(zero_copy_only=False), valid
+
+
+def _same(a: pa.Array, b: pa.Array) -> np.ndarray:
+    """Rows where a and b agree: both null, or both valid and equal (NaN equals NaN)."""
+    if pa.types.is_string(a.type) or pa.types.is_large_string(a.type):
+        a, b = a.cast(pa.large_string()), b.cast(pa.large_string())
+        av, bv = np.asarray(a.is_valid()), np.asarray(b.is_valid())
+        eq = np.asarray(pc.fill_null(pc.equal(a, b), False))
+        return (av == bv) & (~av | eq)
+    x, av = _as_numpy(a)
+    y, bv = _as_numpy(b)
+    return (av == bv) & (~av | _equal(x, y))
 
 
 def _equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -72,22 +92,22 @@ def audit_view(view: FeatureView, offline: pa.Table, online: pa.Table) -> dict[s
     """
     off_key = _offline_key(view, offline)
     on_key = _online_key(view, online)
-    off_order = np.argsort(off_key, kind="stable")
-    on_order = np.argsort(on_key, kind="stable")
-    off_sorted, on_sorted = off_key[off_order], on_key[on_order]
-    in_both_off = np.isin(off_sorted, on_sorted)
-    in_both_on = np.isin(on_sorted, off_sorted)
+    off_order = np.asarray(pc.sort_indices(off_key))
+    on_order = np.asarray(pc.sort_indices(on_key))
+    off_sorted, on_sorted = off_key.take(off_order), on_key.take(on_order)
+    in_both_off = np.asarray(pc.is_in(off_sorted, value_set=on_sorted))
+    in_both_on = np.asarray(pc.is_in(on_sorted, value_set=off_sorted))
     examples: list[dict[str, Any]] = []
-    only_off = off_sorted[~in_both_off]
-    only_on = on_sorted[~in_both_on]
-    for k in only_off[:MAX_EXAMPLES].tolist():
+    only_off = off_sorted.filter(pa.array(~in_both_off))
+    only_on = on_sorted.filter(pa.array(~in_both_on))
+    for k in only_off[:MAX_EXAMPLES].to_pylist():
         examples.append({"entity": k, "problem": "offline only"})
-    for k in only_on[: max(0, MAX_EXAMPLES - len(examples))].tolist():
+    for k in only_on[: max(0, MAX_EXAMPLES - len(examples))].to_pylist():
         examples.append({"entity": k, "problem": "online only"})
     off_idx = off_order[in_both_off]
     on_idx = on_order[in_both_on]
     if len(off_idx) != len(on_idx):  # duplicate entities on one side
-        dup = len(off_idx) - len(np.unique(off_key)) or len(on_idx) - len(np.unique(on_key))
+        dup = len(off_idx) - len(pc.unique(off_key)) or len(on_idx) - len(pc.unique(on_key))
         examples.append({"entity": None, "problem": f"{abs(dup)} duplicate entities"})
         return _report(view, offline, online, len(only_off) + len(only_on) + abs(dup), examples)
     bad = np.zeros(len(off_idx), dtype=bool)
@@ -99,24 +119,21 @@ def audit_view(view: FeatureView, offline: pa.Table, online: pa.Table) -> dict[s
     ]
     pairs += [(f.name, f.name) for f in view.features]
     on_names = set(online.column_names)
+    off_take, on_take = pa.array(off_idx), pa.array(on_idx)
+    both_keys = off_sorted.filter(pa.array(in_both_off))
     for off_name, on_name in pairs:
-        a, av = _as_numpy(offline.column(off_name).take(off_idx))
+        a = _chunk(offline.column(off_name)).take(off_take)
         if on_name in on_names:
-            b, bv = _as_numpy(online.column(on_name).take(on_idx))
+            b = _chunk(online.column(on_name)).take(on_take)
         else:  # a feature the online side has never seen reads null
-            b, bv = a, np.zeros(len(on_idx), dtype=bool)
-        same = (av == bv) & (~av | _equal(a, b))
+            b = pa.nulls(len(on_idx), a.type)
+        same = _same(a, b)
         for i in np.flatnonzero(~same)[:MAX_EXAMPLES].tolist():
             bad_cols.setdefault(i, []).append(off_name)
         bad |= ~same
     for i in np.flatnonzero(bad)[: max(0, MAX_EXAMPLES - len(examples))].tolist():
-        k = off_sorted[in_both_off][i]
         examples.append(
-            {
-                "entity": k.item() if hasattr(k, "item") else k,
-                "problem": "differs",
-                "columns": bad_cols.get(i, []),
-            }
+            {"entity": both_keys[i].as_py(), "problem": "differs", "columns": bad_cols.get(i, [])}
         )
     return _report(view, offline, online, int(bad.sum()) + len(only_off) + len(only_on), examples)
 

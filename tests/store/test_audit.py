@@ -92,3 +92,29 @@ def test_hashed_views_join_on_the_original_key_not_the_engine_key() -> None:
     assert audit_view(view, off, on)["mismatches"] == 0
     swapped = on.set_column(4, ENTITY_KEY_FIELD, pa.array(canon.tolist()[::-1], pa.large_string()))
     assert audit_view(view, off, swapped)["mismatches"] == 2
+
+
+def test_arrow_built_canonical_keys_equal_the_ingest_path_ones() -> None:
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from store.audit import _offline_key
+
+    view = VIEWS["pair"]  # (user_id int64, item_id string)
+
+    @given(
+        st.lists(
+            st.tuples(st.integers(-(2**63), 2**63 - 1), st.text(max_size=8)),
+            min_size=1,
+            max_size=40,
+        )
+    )
+    def check(rows) -> None:
+        users, items = [u for u, _ in rows], [i for _, i in rows]
+        table = pa.table({"user_id": pa.array(users, pa.int64()), "item_id": pa.array(items)})
+        assert (
+            _offline_key(view, table).to_pylist()
+            == canonical_keys([users, items], ["int64", "string"]).tolist()
+        )
+
+    check()
