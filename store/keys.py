@@ -103,27 +103,48 @@ def probe_keys(
 
 
 class PendingClaims:
-    """Probe slots claimed by batches that are in the commit log but not yet applied online."""
+    """Probe slots claimed by batches that are in the commit log but not yet applied online.
+
+    One entry per such batch (few: only concurrent ingests leave more than one in flight):
+    its claims (canonical text -> key) and, per bucket it claimed in, the next free slot.
+    """
 
     def __init__(self) -> None:
-        self.keys: dict[str, tuple[int, int]] = {}  # canon -> (key, seq)
-        self.next_free: dict[int, tuple[int, int]] = {}  # bucket base -> (next slot, seq)
-        self.by_seq: dict[int, list[tuple[str, int]]] = {}
+        self._batches: dict[int, tuple[dict[str, int], dict[int, int]]] = {}
 
-    def claim(self, canon: str, base: int, slot: int, seq: int) -> int:
-        key = base | slot
-        self.keys[canon] = (key, seq)
-        self.next_free[base] = (slot + 1, seq)
-        self.by_seq.setdefault(seq, []).append((canon, base))
-        return key
+    def __bool__(self) -> bool:
+        return bool(self._batches)
+
+    def key_of(self, canon: str) -> int | None:
+        for claims, _ in self._batches.values():
+            key = claims.get(canon)
+            if key is not None:
+                return key
+        return None
+
+    def next_free(self, base: int) -> int:
+        return max((nxt.get(base, 0) for _, nxt in self._batches.values()), default=0)
+
+    def claim(
+        self, seq: int, canon: list[str], keys: np.ndarray, bases: np.ndarray, nxt: np.ndarray
+    ) -> None:
+        """Record the batch `seq`'s new entities and, per bucket base, its next free slot."""
+        self._batches[seq] = (
+            dict(zip(canon, keys.tolist(), strict=True)),
+            dict(zip(bases.tolist(), nxt.tolist(), strict=True)),
+        )
 
     def release(self, seq: int) -> None:
         """The batch `seq` is applied online (or abandoned): its claims are now the tree's."""
-        for canon, base in self.by_seq.pop(seq, ()):
-            if self.keys.get(canon, (0, -1))[1] == seq:
-                del self.keys[canon]
-            if self.next_free.get(base, (0, -1))[1] == seq:
-                del self.next_free[base]
+        self._batches.pop(seq, None)
+
+
+def _full_bucket(view: str, canon: object) -> ValidationError:
+    return ValidationError(
+        f"view {view!r}: no free key slot for entity {canon!r}: {MAX_PROBE + 1} entities share "
+        "its hash bucket",
+        view=view,
+    )
 
 
 def resolve_keys(
@@ -131,36 +152,49 @@ def resolve_keys(
 ) -> np.ndarray:
     """uint64 keys of unique entities for the batch `seq`, claiming free slots for new ones.
 
-    Deterministic: new entities claim slots in input order. Raises ValidationError when a bucket
-    has no free slot left (only possible with a tiny hash space).
+    Deterministic: the new entities of a bucket take its free slots in input order. Vectorized
+    but for pending claims of other in-flight batches. Raises ValidationError when a bucket has
+    no free slot left (only possible with a tiny hash space).
     """
     n = len(canon)
     out = np.zeros(n, dtype=np.uint64)
     known = np.zeros(n, dtype=bool)
-    for i, c in enumerate(canon):
-        hit = pending.keys.get(c)
-        if hit is not None:
-            out[i] = hit[0]
-            known[i] = True
+    if pending:
+        for i, c in enumerate(canon.tolist()):
+            key = pending.key_of(c)
+            if key is not None:
+                out[i] = key
+                known[i] = True
     todo = np.flatnonzero(~known)
     if todo.size == 0:
         return out
     keys, found = probe_keys(canon[todo], base[todo], lookup)
     out[todo[found]] = keys[found]
-    for i, key in zip(todo[~found].tolist(), keys[~found].tolist(), strict=True):
-        b = int(base[i])
-        slot = max(key & MAX_PROBE, pending.next_free.get(b, (0, 0))[0])
-        if slot > MAX_PROBE or (key & MAX_PROBE == MAX_PROBE and found_full(key, lookup)):
-            raise ValidationError(
-                f"view {view!r}: no free key slot for entity {canon[i]!r}: {MAX_PROBE + 1} "
-                "entities share its hash bucket",
-                view=view,
-            )
-        out[i] = pending.claim(canon[i], b, slot, seq)
+    new = todo[~found]
+    if new.size == 0:
+        return out
+    first_free = (keys[~found] & np.uint64(MAX_PROBE)).astype(np.int64)
+    new_base = base[new]
+    last = first_free == MAX_PROBE  # the last slot may be taken too: then the bucket is full
+    if last.any():
+        hit, _ = lookup(new_base[last] | np.uint64(MAX_PROBE))
+        if hit.any():
+            raise _full_bucket(view, canon[new[last][hit][0]])
+    order = np.lexsort((new, new_base))  # by bucket, then input order
+    sorted_base = new_base[order]
+    start = np.ones(len(order), dtype=bool)
+    start[1:] = sorted_base[1:] != sorted_base[:-1]
+    group_start = np.flatnonzero(start)
+    group = np.cumsum(start) - 1
+    free = first_free[order][group_start]  # every new entity of a bucket met the same slot
+    if pending:
+        claimed = [pending.next_free(int(b)) for b in sorted_base[group_start].tolist()]
+        free = np.maximum(free, np.asarray(claimed, dtype=np.int64))
+    slot = free[group] + (np.arange(len(order)) - group_start[group])
+    if (slot > MAX_PROBE).any():
+        raise _full_bucket(view, canon[new[order][np.argmax(slot > MAX_PROBE)]])
+    new_keys = sorted_base | slot.astype(np.uint64)
+    out[new[order]] = new_keys
+    sizes = np.diff(np.append(group_start, len(order)))
+    pending.claim(seq, canon[new[order]].tolist(), new_keys, sorted_base[group_start], free + sizes)
     return out
-
-
-def found_full(key: int, lookup: Lookup) -> bool:
-    """True when the last slot of a bucket is taken (so the bucket is full)."""
-    hit, _ = lookup(np.array([key], dtype=np.uint64))
-    return bool(hit[0])
