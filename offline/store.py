@@ -52,6 +52,7 @@ from offline.names import (
 )
 from offline.options import OfflineOptions
 from offline.partition import partition_dir, split_by_day, write_part
+from offline.pit_join import version_struct
 from offline.query import ExportResult, FeatureQuery
 from offline.schema import check_evolution, conform_batch, normalize_schema, pad_to, stored_schema
 from offline.source import Bounds, ViewSnapshot, source_sql
@@ -531,16 +532,21 @@ class OfflineStore:
             sql, _ = source_sql(
                 con, snap, "latest", full.names, Bounds(None, None, as_of_seq), params
             )
-            order = ", ".join(
-                f"{quote_ident(c)} DESC" for c in (EVENT_TS, CREATED_TS, SEQ_COLUMN, "_row")
+            # One hash aggregation (max_by over the version struct), not a window sort of every
+            # row: the audit calls this on whole views.
+            version = version_struct(
+                *(quote_ident(c) for c in (EVENT_TS, CREATED_TS, SEQ_COLUMN, "_row"))
             )
+            row = ", ".join(f"'{c}': {quote_ident(c)}" for c in out[len(keys) :])
             query = (
-                f"SELECT {', '.join(quote_ident(c) for c in out)} FROM {sql} "
-                f"QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)} ORDER BY {order}) = 1 "
+                f"SELECT {', '.join(keys)}, __rh_best.* FROM (SELECT {', '.join(keys)}, "
+                f"max_by({{{row}}}, {version}) AS __rh_best FROM {sql} GROUP BY {', '.join(keys)}) "
                 f"ORDER BY {', '.join(keys)}"
             )
             try:
                 table = con.sql(query, params=params).to_arrow_table()
+            except duckdb.Error as exc:
+                raise query_error(exc) from exc
             finally:
                 con.close()
         finally:

@@ -41,9 +41,14 @@ CHILD = textwrap.dedent(
             "x": pa.array([x] * n, pa.float64()),
         }})
 
+    import threading
+    pause_lock = threading.Lock()
+
     def pause():
-        print("PAUSED", flush=True)
-        time.sleep(600)
+        # flush writes partitions in parallel: the first thread here reports, others wait
+        with pause_lock:
+            print("PAUSED", flush=True)
+            time.sleep(600)
 
     schema = batch(1, 0, 0.0).schema
     off = OfflineStore(path, OfflineOptions(background=False, fsync=True))
@@ -95,8 +100,9 @@ def _run_until_paused(tmp_path: Path, stage: str) -> None:
     )
     try:
         line = proc.stdout.readline().strip()
-        assert line == "PAUSED", f"child did not reach {stage}: {line} {proc.stderr.read()}"
         os.kill(proc.pid, signal.SIGKILL)
+        if line != "PAUSED":
+            pytest.fail(f"child did not reach {stage}: {line!r} {proc.stderr.read()}")
     finally:
         proc.kill()
         proc.wait(timeout=60)
