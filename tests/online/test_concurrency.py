@@ -61,6 +61,8 @@ def test_readers_see_consistent_monotonic_rows_through_compactions(tmp_path) -> 
         for step in range(1, 120):
             idx = np.unique(rng.integers(0, NKEYS, 300))
             seq += 1
+            if step % 40 == 0:  # a full compaction on top of the background ones
+                tree.compact(full=True)
             if step % 5 == 0:  # late, older events: must never replace the newer rows
                 ev = np.full(len(idx), -1, np.int64)
                 tree.write(seq, keys[idx], ev, ev, _batch(-np.ones(len(idx), np.int64)))
@@ -68,8 +70,6 @@ def test_readers_see_consistent_monotonic_rows_through_compactions(tmp_path) -> 
             ev = np.full(len(idx), step, np.int64)
             tree.write(seq, keys[idx], ev, ev, _batch(np.full(len(idx), step, np.int64)))
             latest[idx] = step
-            if step % 40 == 0:
-                tree.compact(full=True)
     finally:
         stop.set()
         for t in threads:
