@@ -5,11 +5,20 @@ Construction only keeps references to the lookup results; `to_dict`, `statuses`,
 whole arrays (no per-row work beyond producing the Python values asked for). Immutable after
 construction but for idempotent caches (two threads reading first may both compute them); safe to read
 from any thread.
+
+Serving path: `to_feast_json` and `to_dict` read each view's features with one bulk decode
+(`LookupResult.columns`: Python lists, None where not valid) and keep per-row work in plain list
+operations; statuses and event times are built once per view, and RFC 3339 text comes from a small
+cache of formatted seconds. The numpy per-feature path (`_Column`) serves `statuses`,
+`event_timestamps` and `to_arrow`.
 """
 
 from __future__ import annotations
 
+import math
+from datetime import datetime, timedelta
 from functools import cached_property
+from itertools import compress
 from typing import Any
 
 import numpy as np
@@ -22,6 +31,7 @@ from store.features import ViewRead
 PRESENT, NULL_VALUE, NOT_FOUND, OUTSIDE_MAX_AGE = 0, 1, 2, 3
 STATUS_NAMES = np.array(["PRESENT", "NULL_VALUE", "NOT_FOUND", "OUTSIDE_MAX_AGE"], dtype=object)
 EPOCH_RFC3339 = "1970-01-01T00:00:00Z"
+TIMESTAMP_DTYPE = "timestamp"
 _FLOAT_STRINGS = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
 
@@ -39,6 +49,13 @@ class ViewLookup:
         self.result = result  # online.LookupResult
         self.found = found  # bool (n,): a row of this entity exists
         self.expired = expired  # bool (n,): found but older than ttl; None when no ttl
+        # plain lists for the per-row work of the serving path (cheap to build; no numpy there)
+        self.found_list: list[bool] = found.tolist()
+        self.live_list: list[bool] = (
+            self.found_list if expired is None else (found & ~expired).tolist()
+        )  # rows whose values are served: found and not older than the ttl
+        self.live_all = False not in self.live_list
+        self._ts_text: list[str] | None = None
 
     @cached_property
     def event_ts(self) -> np.ndarray:
@@ -47,18 +64,22 @@ class ViewLookup:
             ts[~self.found] = 0
         return ts
 
-    @cached_property
+    @property
     def event_ts_rfc3339(self) -> list[str]:
-        return rfc3339(self.event_ts)
+        """RFC 3339 text of the event time per row (the plain epoch where not found); built once
+        (a plain attribute: functools.cached_property takes a lock on every first use)."""
+        text = self._ts_text
+        if text is None:
+            ts = self.result.event_ts.tolist()
+            if not self.live_all and False in self.found_list:
+                ts = [t if f else 0 for t, f in zip(ts, self.found_list, strict=True)]
+            text = self._ts_text = rfc3339(ts)
+        return text
 
     @cached_property
     def live(self) -> np.ndarray:
         """Rows whose values are served: found and not older than the ttl."""
         return self.found if self.expired is None else self.found & ~self.expired
-
-    @cached_property
-    def live_all(self) -> bool:
-        return bool(self.live.all())
 
     @cached_property
     def base_status_names(self) -> list[str]:
@@ -69,6 +90,37 @@ class ViewLookup:
         if self.expired is not None:
             codes[self.expired] = OUTSIDE_MAX_AGE
         return STATUS_NAMES[codes].tolist()
+
+    @cached_property
+    def dead_rows(self) -> list[int]:
+        """Rows not served (not found or older than the ttl); [] when every row is live."""
+        if self.live_all:
+            return []
+        return [r for r, ok in enumerate(self.live_list) if not ok]
+
+    def served_columns(self) -> list[tuple[list, list[bool]]]:
+        """Per feature of the read (values, valid) as new Python lists: values None and valid
+        False where the row is null, not found or older than the ttl (one bulk decode)."""
+        cols = self.result.columns(self.read.features)
+        dead = self.dead_rows
+        if dead:
+            for vals, valid in cols:
+                for r in dead:
+                    vals[r] = None
+                    valid[r] = False
+        return cols
+
+    def status_names(self, valid: list[bool]) -> list[str]:
+        """PRESENT, NULL_VALUE, NOT_FOUND or OUTSIDE_MAX_AGE per row (a new list) of a feature
+        whose served validity is `valid`."""
+        if False not in valid:
+            return ["PRESENT"] * len(valid)
+        out = list(self.base_status_names)
+        live = self.live_list
+        for r, ok in enumerate(valid):
+            if not ok and live[r]:
+                out[r] = "NULL_VALUE"
+        return out
 
 
 class _Column:
@@ -117,20 +169,87 @@ class _Column:
         return self._lookup.event_ts_rfc3339
 
 
-def rfc3339(ns: np.ndarray) -> list[str]:
-    """int64 ns since epoch -> RFC 3339 UTC strings ending in Z, with the shortest exact unit."""
-    ns = np.asarray(ns, dtype=np.int64)
-    unit = "ns"
+_NAT = -(2**63)  # numpy's NaT, which datetime_as_string writes as "NaT"
+_EPOCH_DT = datetime(1970, 1, 1)
+_SECONDS: dict[int, str] = {}  # whole seconds since epoch -> "YYYY-MM-DDTHH:MM:SS"
+_SECONDS_MAX = 4096
+_FRACTION = {"ms": (10**6, "{}.{:03d}Z"), "us": (10**3, "{}.{:06d}Z"), "ns": (1, "{}.{:09d}Z")}
+
+
+def _seconds_text(sec: int) -> str:
+    text = _SECONDS.get(sec)
+    if text is None:
+        if len(_SECONDS) >= _SECONDS_MAX:
+            _SECONDS.clear()  # a bounded cache of recent seconds; dict ops are atomic
+        # naive datetime with no microseconds: isoformat() is exactly YYYY-MM-DDTHH:MM:SS
+        text = _SECONDS[sec] = (_EPOCH_DT + timedelta(seconds=sec)).isoformat()
+    return text
+
+
+def _rfc3339_one(ns: int, unit: str) -> str:
+    if ns == _NAT:
+        return "NaTZ"
+    if ns == 0 and unit != "s":  # "not found" reads as Feast's plain epoch
+        return EPOCH_RFC3339
+    sec, frac = divmod(ns, 10**9)
+    if unit == "s":
+        return _seconds_text(sec) + "Z"
+    div, fmt = _FRACTION[unit]
+    return fmt.format(_seconds_text(sec), frac // div)
+
+
+def _unit(ns: Any) -> str:
+    """The shortest unit that is exact for every value (s, ms, us or ns) of a collection of ints."""
+    if len(ns) > 32:
+        arr = np.fromiter(ns, dtype=np.int64, count=len(ns))
+        for u, div in (("s", 10**9), ("ms", 10**6), ("us", 10**3)):
+            if not (arr % div).any():
+                return u
+        return "ns"
     for u, div in (("s", 10**9), ("ms", 10**6), ("us", 10**3)):
-        if not (ns % div).any():  # the shortest unit that is exact for every value
-            unit = u
-            break
-    text = np.datetime_as_string(ns.astype("datetime64[ns]"), unit=unit)  # type: ignore[call-overload]
-    out = [s + "Z" for s in text.tolist()]
-    if unit != "s":
-        for i in np.flatnonzero(ns == 0).tolist():  # "not found" reads as Feast's plain epoch
-            out[i] = EPOCH_RFC3339
-    return out
+        for v in ns:
+            if v % div:
+                break
+        else:
+            return u
+    return "ns"
+
+
+def rfc3339(ns: np.ndarray | list[int]) -> list[str]:
+    """int64 ns since epoch -> RFC 3339 UTC strings ending in Z, with the shortest unit that is
+    exact for every value; 0 is the plain epoch "1970-01-01T00:00:00Z" (Feast's "not found").
+    Matches numpy's datetime_as_string (tests/store/test_online_response.py checks it).
+    Each distinct value is formatted once."""
+    vals = ns.tolist() if isinstance(ns, np.ndarray) else ns
+    if len(vals) == 1:
+        v = vals[0]
+        return [_rfc3339_one(v, _unit(vals))]
+    distinct = set(vals)
+    unit = _unit(distinct)
+    text = {v: _rfc3339_one(v, unit) for v in distinct}
+    return [text[v] for v in vals]
+
+
+def _rfc3339_values(vals: list) -> list:
+    """rfc3339 of a timestamp feature's values (int ns or None); None stays None."""
+    if None not in vals:
+        return rfc3339(vals)
+    present = [v for v in vals if v is not None]
+    if not present:
+        return vals
+    text = iter(rfc3339(present))
+    return [None if v is None else next(text) for v in vals]
+
+
+_KIND_PLAIN, _KIND_FLOAT, _KIND_VECTOR, _KIND_TIMESTAMP = 0, 1, 2, 3
+_KINDS = {"float32": _KIND_FLOAT, "float64": _KIND_FLOAT, "timestamp": _KIND_TIMESTAMP}
+
+
+def _kind(dtype: str) -> int:
+    kind = _KINDS.get(dtype)
+    if kind is None:
+        kind = _KINDS[dtype] = _KIND_VECTOR if vector_dim(dtype) is not None else _KIND_PLAIN
+    return kind
 
 
 class OnlineResponse:
@@ -179,15 +298,14 @@ class OnlineResponse:
     def to_dict(self) -> dict[str, list]:
         """{join key: [values], feature: [values or None]}; timestamps as pandas Timestamps."""
         out = self._key_lists()
-        for c in self._columns:
-            if c.dtype == "timestamp":
-                vals: list = [pd.Timestamp(int(t), tz="UTC") for t in c.values.tolist()]
-            else:
-                vals = c.values.tolist()
-            if not c.valid.all():
-                for i in np.flatnonzero(~c.valid).tolist():
-                    vals[i] = None
-            out[c.name] = vals
+        for lk in self._lookups:
+            cols = lk.served_columns()
+            for name, dtype, (vals, _valid) in zip(
+                lk.read.names, lk.read.dtypes, cols, strict=True
+            ):
+                if dtype == TIMESTAMP_DTYPE:
+                    vals = [None if t is None else pd.Timestamp(t, tz="UTC") for t in vals]
+                out[name] = vals
         return out
 
     def to_arrow(self) -> pa.Table:
@@ -202,39 +320,43 @@ class OnlineResponse:
 
     def to_feast_json(self) -> dict[str, Any]:
         """Feast's response shape (FEAST_REST.md): JSON-ready, NaN/Inf as strings, RFC 3339 Z."""
-        results: list[dict[str, Any]] = []
-        epoch = [EPOCH_RFC3339] * self.n
-        present = ["PRESENT"] * self.n
-        for values in self._key_lists().values():
-            results.append({"values": values, "statuses": present, "event_timestamps": epoch})
-        for c in self._columns:
-            results.append(
-                {
-                    "values": _json_values(c),
-                    "statuses": c.status_names,
-                    "event_timestamps": c.event_ts_rfc3339,
-                }
-            )
-        names = [*self._keys, *(c.name for c in self._columns)]
+        n = self.n
+        epoch = [EPOCH_RFC3339] * n
+        present = ["PRESENT"] * n
+
+        def present_n() -> list[str]:
+            return ["PRESENT"] * n
+
+        results: list[dict[str, Any]] = [
+            {"values": values, "statuses": present, "event_timestamps": epoch}
+            for values in self._key_lists().values()
+        ]
+        names = list(self._keys)
+        isfinite = math.isfinite
+        for lk in self._lookups:
+            names += lk.read.names
+            ts = lk.event_ts_rfc3339
+            dead = lk.dead_rows
+            cols = lk.result.columns(lk.read.features)
+            for dtype, (vals, valid) in zip(lk.read.dtypes, cols, strict=True):
+                kind = _kind(dtype)
+                if kind == _KIND_TIMESTAMP:
+                    # one unit for the column, chosen over every stored value (expired rows too)
+                    vals = _rfc3339_values(vals)
+                for r in dead:
+                    vals[r] = None
+                    valid[r] = False
+                all_valid = False not in valid
+                if kind == _KIND_FLOAT or kind == _KIND_VECTOR:
+                    # a float sum is finite only if every term is (one that overflows only
+                    # sends this column to the exact per-value path)
+                    present = vals if all_valid else list(compress(vals, valid))
+                    total = sum(present) if kind == _KIND_FLOAT else sum(map(sum, present))
+                    if not isfinite(total):
+                        vals = _float_strings(vals)
+                statuses = present_n() if all_valid else lk.status_names(valid)
+                results.append({"values": vals, "statuses": statuses, "event_timestamps": ts})
         return {"metadata": {"feature_names": names}, "results": results}
-
-
-def _json_values(c: _Column) -> list[Any]:
-    vals: list[Any]
-    if c.dtype == "timestamp":
-        vals = list(rfc3339(c.values))
-    elif c.dtype in ("float32", "float64") or vector_dim(c.dtype) is not None:
-        # null and not-found rows hold 0 (online contract), so check every value at once
-        if np.isfinite(c.values).all():
-            vals = c.values.tolist()
-        else:
-            vals = _float_strings(c.values.tolist())
-    else:
-        vals = c.values.tolist()
-    if not c.valid.all():
-        for i in np.flatnonzero(~c.valid).tolist():
-            vals[i] = None
-    return vals
 
 
 def _float_strings(vals: list) -> list:
