@@ -6,7 +6,6 @@ array owned by the caller. Immutable after construction; safe to read from any t
 from __future__ import annotations
 
 import struct
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -70,15 +69,40 @@ class _Decoder:
             raise AssertionError(
                 f"record struct of {self.struct.size} bytes, layout {layout.rowbytes}"
             )
+        self.layout = layout
+        self._plans: dict[tuple[str, ...], tuple[list[tuple[int, int, int]], bool]] = {}
+
+    def bitmap(self, row: tuple) -> int:
+        """The valid bitmap of an unpacked record as an int (bit i = field i present)."""
+        if self.bitmap_item < 0:
+            return 0
+        b = row[3]
+        return int.from_bytes(b, "little") if self.bitmap_bytes else b
+
+    def plan(self, names: Sequence[str]) -> tuple[list[tuple[int, int, int]], bool]:
+        """([(field index, struct item, vector width)] of `names`, whether every one is a plain
+        scalar in the record); cached per names (OnlineError for an unknown name)."""
+        key = names if isinstance(names, tuple) else tuple(names)
+        plan = self._plans.get(key)
+        if plan is None:
+            idx = [self.layout.field_index(name) for name in key]
+            items = [(i, *self.items[i]) for i in idx]
+            plan = (items, all(item >= 0 and not w for _, item, w in items))
+            if len(self._plans) >= 1024:
+                self._plans.clear()  # a bounded cache; dict operations are atomic
+            self._plans[key] = plan
+        return plan
 
 
-_DECODERS: weakref.WeakKeyDictionary[Layout, _Decoder] = weakref.WeakKeyDictionary()
+_DECODERS: dict[int, _Decoder] = {}  # id(layout) -> decoder (which holds its layout)
 
 
 def _decoder(layout: Layout) -> _Decoder:
-    dec = _DECODERS.get(layout)
-    if dec is None:
-        dec = _DECODERS[layout] = _Decoder(layout)  # two threads may both build it: same result
+    dec = _DECODERS.get(id(layout))
+    if dec is None or dec.layout is not layout:
+        if len(_DECODERS) >= 256:
+            _DECODERS.clear()
+        dec = _DECODERS[id(layout)] = _Decoder(layout)  # two threads may both build: same result
     return dec
 
 
@@ -171,48 +195,28 @@ class LookupResult:
         False where the feature is null or the key was not found (as `valid(name)`). The same
         values as `values(name).tolist()`, without one numpy round per feature: up to
         `COLUMNS_SMALL_N` rows are unpacked row by row with one struct, more by column."""
-        layout = self._layout
-        idx = [layout.field_index(name) for name in names]
-        dec = _decoder(layout)
+        dec = _decoder(self._layout)
+        plan, scalars = dec.plan(names)
         if len(self.found) <= COLUMNS_SMALL_N:
-            return self._columns_rows(dec, idx)
-        return self._columns_numpy(dec, idx)
+            return self._columns_rows(dec, plan, scalars)
+        return self._columns_numpy(dec, [i for i, _, _ in plan])
 
-    def _columns_rows(self, dec: _Decoder, idx: list[int]) -> list[tuple[list, list[bool]]]:
+    def _columns_rows(
+        self, dec: _Decoder, plan: list[tuple[int, int, int]], scalars: bool
+    ) -> list[tuple[list, list[bool]]]:
         rec = self._records
         if not rec.flags.c_contiguous:
             rec = np.ascontiguousarray(rec)
         unpack, size = dec.struct.unpack_from, dec.struct.size
         found = self.found.tolist()
+        if len(found) == 1:  # the serving case: no per-row comprehensions
+            return self._columns_row(dec, plan, scalars, unpack(rec, 0) if found[0] else None)
         rows = [unpack(rec, r * size) for r in range(len(found))]
-        if dec.bitmap_item < 0:
-            bitmaps = [0] * len(rows)
-        elif dec.bitmap_bytes:
-            bitmaps = [
-                int.from_bytes(row[3], "little") if f else 0
-                for row, f in zip(rows, found, strict=True)
-            ]
-        else:
-            bitmaps = [row[3] if f else 0 for row, f in zip(rows, found, strict=True)]
+        bitmaps = [dec.bitmap(row) if f else 0 for row, f in zip(rows, found, strict=True)]
         out: list[tuple[list, list[bool]]] = []
-        if len(rows) == 1:  # the serving case: no per-column comprehensions
-            row, b = rows[0], bitmaps[0]
-            for i in idx:
-                ok = bool(b >> i & 1)
-                item, width = dec.items[i]
-                if not ok:
-                    out.append(([None], [False]))
-                elif item < 0:
-                    out.append((self.values(self._layout.fields[i].name).tolist(), [True]))
-                elif width:
-                    out.append(([list(row[item : item + width])], [True]))
-                else:
-                    out.append(([row[item]], [True]))
-            return out
-        for i in idx:
+        for i, item, width in plan:
             bit = 1 << i
             valid = [bool(b & bit) for b in bitmaps]
-            item, width = dec.items[i]
             if item < 0:  # string: outside the record; values() is None where not valid
                 name = self._layout.fields[i].name
                 vals = self.values(name).tolist() if True in valid else [None] * len(valid)
@@ -224,6 +228,33 @@ class LookupResult:
             else:
                 vals = [row[item] if ok else None for row, ok in zip(rows, valid, strict=True)]
             out.append((vals, valid))
+        return out
+
+    def _columns_row(
+        self,
+        dec: _Decoder,
+        plan: list[tuple[int, int, int]],
+        scalars: bool,
+        row: tuple | None,
+    ) -> list[tuple[list, list[bool]]]:
+        """columns() of one row: `row` is its unpacked record, None when not found."""
+        if row is None:
+            return [([None], [False]) for _ in plan]
+        b = dec.bitmap(row)
+        if scalars:
+            return [
+                ([row[item]], [True]) if b >> i & 1 else ([None], [False]) for i, item, _ in plan
+            ]
+        out: list[tuple[list, list[bool]]] = []
+        for i, item, width in plan:
+            if not b >> i & 1:
+                out.append(([None], [False]))
+            elif item < 0:
+                out.append((self.values(self._layout.fields[i].name).tolist(), [True]))
+            elif width:
+                out.append(([list(row[item : item + width])], [True]))
+            else:
+                out.append(([row[item]], [True]))
         return out
 
     def _columns_numpy(self, dec: _Decoder, idx: list[int]) -> list[tuple[list, list[bool]]]:

@@ -95,6 +95,9 @@ def test_columns_equal_the_accessors(tmp_path, nfields: int) -> None:
                 keys = rng.integers(0, 500, n).astype(np.uint64)
                 res = tree.get_many(keys)
                 order = list(rng.permutation(names)) if trial % 2 else names
+                if trial >= 4:  # only fixed-width scalars: the one-comprehension path of n == 1
+                    order = [f.name for f in fields if f.dtype != "string" and not f.vector_width]
+                    order = order[trial % 3 :]
                 got = res.columns(order)
                 assert len(got) == len(order)
                 for name, (vals, valid) in zip(order, got, strict=True):
