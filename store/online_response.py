@@ -55,6 +55,10 @@ class ViewLookup:
             self.found_list if expired is None else (found & ~expired).tolist()
         )  # rows whose values are served: found and not older than the ttl
         self.live_all = False not in self.live_list
+        # rows not served (not found or older than the ttl); [] when every row is live
+        self.dead_rows: list[int] = (
+            [] if self.live_all else [r for r, ok in enumerate(self.live_list) if not ok]
+        )
         self._ts_text: list[str] | None = None
 
     @cached_property
@@ -90,13 +94,6 @@ class ViewLookup:
         if self.expired is not None:
             codes[self.expired] = OUTSIDE_MAX_AGE
         return STATUS_NAMES[codes].tolist()
-
-    @cached_property
-    def dead_rows(self) -> list[int]:
-        """Rows not served (not found or older than the ttl); [] when every row is live."""
-        if self.live_all:
-            return []
-        return [r for r, ok in enumerate(self.live_list) if not ok]
 
     def served_columns(self) -> list[tuple[list, list[bool]]]:
         """Per feature of the read (values, valid) as new Python lists: values None and valid
@@ -323,40 +320,81 @@ class OnlineResponse:
         n = self.n
         epoch = [EPOCH_RFC3339] * n
         present = ["PRESENT"] * n
-
-        def present_n() -> list[str]:
-            return ["PRESENT"] * n
-
         results: list[dict[str, Any]] = [
             {"values": values, "statuses": present, "event_timestamps": epoch}
             for values in self._key_lists().values()
         ]
         names = list(self._keys)
-        isfinite = math.isfinite
         for lk in self._lookups:
             names += lk.read.names
             ts = lk.event_ts_rfc3339
-            dead = lk.dead_rows
             cols = lk.result.columns(lk.read.features)
-            for dtype, (vals, valid) in zip(lk.read.dtypes, cols, strict=True):
-                kind = _kind(dtype)
-                if kind == _KIND_TIMESTAMP:
-                    # one unit for the column, chosen over every stored value (expired rows too)
-                    vals = _rfc3339_values(vals)
-                for r in dead:
-                    vals[r] = None
-                    valid[r] = False
-                all_valid = False not in valid
-                if kind == _KIND_FLOAT or kind == _KIND_VECTOR:
-                    # a float sum is finite only if every term is (one that overflows only
-                    # sends this column to the exact per-value path)
-                    present = vals if all_valid else list(compress(vals, valid))
-                    total = sum(present) if kind == _KIND_FLOAT else sum(map(sum, present))
-                    if not isfinite(total):
-                        vals = _float_strings(vals)
-                statuses = present_n() if all_valid else lk.status_names(valid)
-                results.append({"values": vals, "statuses": statuses, "event_timestamps": ts})
+            if n == 1:
+                _feast_one(lk, cols, ts, results)
+            else:
+                _feast_many(lk, cols, ts, results, n)
         return {"metadata": {"feature_names": names}, "results": results}
+
+
+def _kinds(read: ViewRead) -> list[int]:
+    kinds = _READ_KINDS.get(id(read))
+    if kinds is None or kinds[0] is not read:
+        if len(_READ_KINDS) >= 4096:
+            _READ_KINDS.clear()  # a bounded cache; dict operations are atomic
+        kinds = _READ_KINDS[id(read)] = (read, [_kind(d) for d in read.dtypes])
+    return kinds[1]
+
+
+_READ_KINDS: dict[int, tuple[ViewRead, list[int]]] = {}  # id(read) -> (read, kind per feature)
+
+
+def _feast_one(
+    lk: ViewLookup, cols: list[tuple[list, list[bool]]], ts: list[str], results: list
+) -> None:
+    """to_feast_json columns of one view for a single entity (no per-column list passes)."""
+    dead = bool(lk.dead_rows)
+    isfinite = math.isfinite
+    for kind, (vals, _valid) in zip(_kinds(lk.read), cols, strict=True):
+        v = vals[0]
+        if v is None or dead:
+            results.append(
+                {"values": [None], "statuses": lk.status_names([False]), "event_timestamps": ts}
+            )
+            continue
+        if kind == _KIND_FLOAT:
+            if not isfinite(v):
+                vals = [_FLOAT_STRINGS[repr(v)]]
+        elif kind == _KIND_VECTOR:
+            if not isfinite(sum(v)):
+                vals = _float_strings(vals)
+        elif kind == _KIND_TIMESTAMP:
+            vals = [_rfc3339_one(v, _unit(vals))]
+        results.append({"values": vals, "statuses": ["PRESENT"], "event_timestamps": ts})
+
+
+def _feast_many(
+    lk: ViewLookup, cols: list[tuple[list, list[bool]]], ts: list[str], results: list, n: int
+) -> None:
+    """to_feast_json columns of one view for n entities."""
+    dead = lk.dead_rows
+    isfinite = math.isfinite
+    for kind, (vals, valid) in zip(_kinds(lk.read), cols, strict=True):
+        if kind == _KIND_TIMESTAMP:
+            # one unit for the column, chosen over every stored value (expired rows too)
+            vals = _rfc3339_values(vals)
+        for r in dead:
+            vals[r] = None
+            valid[r] = False
+        all_valid = False not in valid
+        if kind == _KIND_FLOAT or kind == _KIND_VECTOR:
+            # a float sum is finite only if every term is (one that overflows only sends this
+            # column to the exact per-value path)
+            terms = vals if all_valid else list(compress(vals, valid))
+            total = sum(terms) if kind == _KIND_FLOAT else sum(map(sum, terms))
+            if not isfinite(total):
+                vals = _float_strings(vals)
+        statuses = ["PRESENT"] * n if all_valid else lk.status_names(valid)
+        results.append({"values": vals, "statuses": statuses, "event_timestamps": ts})
 
 
 def _float_strings(vals: list) -> list:
