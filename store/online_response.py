@@ -170,6 +170,7 @@ _NAT = -(2**63)  # numpy's NaT, which datetime_as_string writes as "NaT"
 _EPOCH_DT = datetime(1970, 1, 1)
 _SECONDS: dict[int, str] = {}  # whole seconds since epoch -> "YYYY-MM-DDTHH:MM:SS"
 _SECONDS_MAX = 4096
+_ONE: dict[int, str] = {}  # ns -> its RFC 3339 text when formatted alone (bounded like _SECONDS)
 _FRACTION = {"ms": (10**6, "{}.{:03d}Z"), "us": (10**3, "{}.{:06d}Z"), "ns": (1, "{}.{:09d}Z")}
 
 
@@ -218,9 +219,14 @@ def rfc3339(ns: np.ndarray | list[int]) -> list[str]:
     Matches numpy's datetime_as_string (tests/store/test_online_response.py checks it).
     Each distinct value is formatted once."""
     vals = ns.tolist() if isinstance(ns, np.ndarray) else ns
-    if len(vals) == 1:
+    if len(vals) == 1:  # one value: its own shortest unit, so the text depends on it alone
         v = vals[0]
-        return [_rfc3339_one(v, _unit(vals))]
+        text1 = _ONE.get(v)
+        if text1 is None:
+            if len(_ONE) >= _SECONDS_MAX:
+                _ONE.clear()
+            text1 = _ONE[v] = _rfc3339_one(v, _unit(vals))
+        return [text1]
     distinct = set(vals)
     unit = _unit(distinct)
     text = {v: _rfc3339_one(v, unit) for v in distinct}
@@ -368,7 +374,7 @@ def _feast_one(
             if not isfinite(sum(v)):
                 vals = _float_strings(vals)
         elif kind == _KIND_TIMESTAMP:
-            vals = [_rfc3339_one(v, _unit(vals))]
+            vals = rfc3339(vals)
         results.append({"values": vals, "statuses": ["PRESENT"], "event_timestamps": ts})
 
 
