@@ -34,7 +34,7 @@ class OfflineOptions:
     # DuckDB per query: threads (None = all cores) and memory limit before it spills to disk
     # under <root>/offline/_duckdb_tmp; this is what bounds export memory.
     duckdb_threads: int | None = None
-    duckdb_memory_limit: str = "384MB"
+    duckdb_memory_limit: str = "320MB"
     # Point-in-time join plan: "auto" matches views with one int64 key in numba (memory
     # O(entity rows), files streamed) and others with DuckDB ASOF JOIN; "asof" uses DuckDB
     # ASOF for every view (the baseline the benchmark compares against).
