@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from online._kernels import LOC_SHIFT
-from online.schema import HEADER_BYTES, Layout
+from online.schema import HEADER_BYTES, Field, Layout
 
 __all__ = ["LookupResult", "feature_arrays", "COLUMNS_SMALL_N"]
 
@@ -188,6 +188,12 @@ class LookupResult:
             out[idx] = self._sources[sid].string_values(f, pos)
         return out
 
+    def _string_at(self, f: Field, r: int) -> str | None:
+        """String field `f` of found row `r`, without values()' per-source grouping (small n)."""
+        loc = int(self._loc[r])
+        pos = np.array([loc & ((1 << LOC_SHIFT) - 1)], dtype=np.int64)
+        return self._sources[loc >> LOC_SHIFT].string_values(f, pos)[0]
+
     def columns(self, names: Sequence[str]) -> list[tuple[list, list[bool]]]:
         """Features `names` as Python lists, from one decode of the records: per name a pair
         (values, valid) of n-long lists. values hold int / float / bool / str, timestamp as int
@@ -217,9 +223,9 @@ class LookupResult:
         for i, item, width in plan:
             bit = 1 << i
             valid = [bool(b & bit) for b in bitmaps]
-            if item < 0:  # string: outside the record; values() is None where not valid
-                name = self._layout.fields[i].name
-                vals = self.values(name).tolist() if True in valid else [None] * len(valid)
+            if item < 0:  # string: outside the record, read per row (n is small here)
+                f = self._layout.fields[i]
+                vals = [self._string_at(f, r) if ok else None for r, ok in enumerate(valid)]
             elif width:
                 end = item + width
                 vals = [
@@ -250,7 +256,7 @@ class LookupResult:
             if not b >> i & 1:
                 out.append(([None], [False]))
             elif item < 0:
-                out.append((self.values(self._layout.fields[i].name).tolist(), [True]))
+                out.append(([self._string_at(self._layout.fields[i], 0)], [True]))
             elif width:
                 out.append(([list(row[item : item + width])], [True]))
             else:

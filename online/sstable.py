@@ -239,7 +239,10 @@ class SSTable:
         i = self.layout.index.get(field.name)
         if i is None:
             return [None] * len(positions)
-        return self._strings[i].take(pa.array(positions)).to_pylist()
+        col = self._strings[i]
+        if len(positions) <= 4:  # the serving case: scalar reads beat building a take() array
+            return [col[int(p)].as_py() for p in positions]
+        return col.take(pa.array(positions)).to_pylist()
 
     def string_column(self, field: Field) -> pa.Array:
         """The whole large_string column of `field` (all null if the table predates it)."""
