@@ -75,13 +75,16 @@ def coerce_keys(entities: dict[str, list], catalog: Catalog) -> dict[str, list]:
     for key, values in entities.items():
         dtype = catalog.key_dtypes.get(key)
         if dtype == "int64":
-            if not all(type(v) is int for v in values):
+            if set(map(type, values)) != {int}:  # C-level type scan; bool is not an int key
                 values = [_to_int(key, i, v) for i, v in enumerate(values)]
-            for i, v in enumerate(values):
-                if not _INT64_MIN <= v <= _INT64_MAX:
-                    raise BadRequestError(f"entity key {key!r} row {i}: {v} does not fit in int64")
+            if values and not (_INT64_MIN <= min(values) and max(values) <= _INT64_MAX):
+                for i, v in enumerate(values):  # name the first row out of range
+                    if not _INT64_MIN <= v <= _INT64_MAX:
+                        raise BadRequestError(
+                            f"entity key {key!r} row {i}: {v} does not fit in int64"
+                        )
         elif dtype == "string":
-            if not all(type(v) is str for v in values):
+            if set(map(type, values)) != {str}:
                 values = [_to_str(key, i, v) for i, v in enumerate(values)]
         out[key] = values
     return out
