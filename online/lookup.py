@@ -181,12 +181,28 @@ class LookupResult:
             return self._layout.values(self._records, name)
         out = np.full(len(self.found), None, dtype=object)
         valid = self.valid(name)
+        one = self._one_source(f, valid)
+        if one is not None:  # the common case: no per-source grouping
+            out[valid] = one
+            return out
         src = self._loc >> LOC_SHIFT
         for sid in np.unique(src[valid]):
             idx = np.flatnonzero(valid & (src == sid))
             pos = self._loc[idx] & ((1 << LOC_SHIFT) - 1)
             out[idx] = self._sources[sid].string_values(f, pos)
         return out
+
+    def _one_source(self, f: Field, valid: np.ndarray | None) -> list | None:
+        """String values of the rows where `valid` (None: every row, all found) when they all come
+        from one source, else None (the caller groups by source)."""
+        loc = self._loc if valid is None else self._loc[valid]
+        if not len(loc):
+            return []
+        src = loc >> LOC_SHIFT
+        sid = int(src[0])
+        if not (src == sid).all():
+            return None
+        return list(self._sources[sid].string_values(f, loc & ((1 << LOC_SHIFT) - 1)))
 
     def _string_at(self, f: Field, r: int) -> str | None:
         """String field `f` of found row `r`, without values()' per-source grouping (small n)."""
@@ -283,7 +299,8 @@ class LookupResult:
                 valid_arr = self.valid(name)
                 valid = valid_arr.tolist()
             if dec.items[i][0] < 0:  # string: None where not valid already
-                out.append((self.values(name).tolist(), valid))
+                strs = self._one_source(layout.fields[i], None) if all_valid else None
+                out.append((strs if strs is not None else self.values(name).tolist(), valid))
                 continue
             dt, offset, width = dec.arrays[i]
             if width:
