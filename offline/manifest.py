@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 
-from offline._fsio import publish_bytes
+from offline._fsio import TEMP_SUFFIX, publish_bytes
 from offline.errors import CorruptionError
+
+log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"  # on-disk name, do not change
 FORMAT_VERSION = 1
@@ -110,3 +113,36 @@ def write_manifest(directory: Path, views: dict[str, ViewState], fsync: bool = T
     """Atomically replace the manifest with `views`."""
     obj = {"format": FORMAT_VERSION, "views": {n: v.to_json() for n, v in sorted(views.items())}}
     publish_bytes(directory / MANIFEST_NAME, json.dumps(obj, indent=1).encode(), fsync=fsync)
+
+
+def check_and_clean(directory: Path, files: dict[str, tuple[FileEntry, ...]], skip: str) -> None:
+    """Verify the files the manifest names exist; delete temp files and files it does not name.
+
+    `files`: each view's manifest-named files; `skip`: a directory under `directory` that holds
+    no views (left untouched). A missing named file raises CorruptionError.
+    """
+    for view, entries in files.items():
+        for f in entries:
+            if not (directory / view / f.path).is_file():
+                raise CorruptionError(
+                    f"view {view!r}: Parquet file {directory / view / f.path} "
+                    "named by the offline manifest is missing; restore it or remove the "
+                    "offline directory to rebuild from the commit log",
+                    path=str(directory / view / f.path),
+                )
+    for leftover in directory.glob(f".*{TEMP_SUFFIX}"):
+        leftover.unlink(missing_ok=True)
+    for view_dir in directory.iterdir():
+        if not view_dir.is_dir() or view_dir.name == skip:
+            continue
+        named = files.get(view_dir.name)
+        live = {f.path for f in named} if named is not None else set()
+        for part_dir in view_dir.glob("date=*"):
+            for path in part_dir.iterdir():
+                rel = f"{part_dir.name}/{path.name}"
+                ours = path.name.endswith(TEMP_SUFFIX) or (
+                    path.name.startswith("part-") and path.name.endswith(".parquet")
+                )
+                if ours and rel not in live:
+                    log.info("offline: deleting leftover file %s", path)
+                    path.unlink(missing_ok=True)

@@ -1,5 +1,8 @@
 """OfflineStore: Hive-partitioned Parquet per view, an in-memory Arrow buffer, DuckDB queries.
 
+This module owns the write side (views, append, buffer, flush, manifest, compaction, lifecycle)
+and the snapshots queries read; the query methods themselves live in `offline/queries.py`.
+
 Invariants:
 - The manifest names exactly the visible Parquet files; a file is written completely (temp,
   fsync, rename, fsync dir) before the manifest names it, so a crash never exposes a partial
@@ -19,44 +22,30 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from offline._fsio import TEMP_SUFFIX, fsync_dir
-from offline.entities import load_entities
-from offline.errors import (
-    CorruptionError,
-    OfflineError,
-    SchemaMismatchError,
-    UnknownViewError,
+from offline._fsio import fsync_dir
+from offline._view import Buffered, View
+from offline.compaction import partitions_to_compact, read_partition
+from offline.errors import OfflineError, SchemaMismatchError, UnknownViewError
+from offline.manifest import (
+    FileEntry,
+    ViewState,
+    check_and_clean,
+    read_manifest,
+    write_manifest,
 )
-from offline.historical import plan_join, query_error
-from offline.manifest import FileEntry, ViewState, read_manifest, write_manifest
-from offline.names import (
-    CREATED_TS,
-    EVENT_TS,
-    SEQ_COLUMN,
-    check_identifier,
-    literal_path,
-    quote_ident,
-    sql_string,
-)
+from offline.names import check_identifier, literal_path
 from offline.options import OfflineOptions
 from offline.partition import partition_dir, split_by_day, write_part
-from offline.pit_join import version_struct
-from offline.query import ExportResult, FeatureQuery
+from offline.queries import _QueryMixin
 from offline.schema import check_evolution, conform_batch, normalize_schema, pad_to, stored_schema
-from offline.source import Bounds, ViewSnapshot, source_sql
-from offline.timestamps import scalar_to_ns
+from offline.source import ViewSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -64,31 +53,7 @@ OFFLINE_DIR = "offline"  # <root>/offline, on-disk layout, do not change
 _DUCKDB_TMP = "_duckdb_tmp"
 
 
-@dataclass
-class _Buffered:
-    seq: int
-    table: pa.Table
-    appended_at: float
-
-
-@dataclass
-class _View:
-    """Mutable state of one view; every field is guarded by OfflineStore._lock."""
-
-    name: str
-    schema: pa.Schema
-    keys: tuple[str, ...]
-    durable_seq: int = 0
-    files: tuple[FileEntry, ...] = ()
-    buffer: list[_Buffered] = field(default_factory=list)
-    buffer_rows: int = 0
-    last_seq: int = 0
-
-    def state(self) -> ViewState:
-        return ViewState(self.schema, self.keys, self.durable_seq, self.files)
-
-
-class OfflineStore:
+class OfflineStore(_QueryMixin):
     """The offline (training) store of one root directory; see the module docstring."""
 
     def __init__(self, root: str | os.PathLike[str], options: OfflineOptions | None = None):
@@ -101,15 +66,15 @@ class OfflineStore:
         self._refs: Counter[Path] = Counter()
         self._obsolete: set[Path] = set()
         self._closed = False
-        self._views: dict[str, _View] = {}
+        self._views: dict[str, View] = {}
         # Parquet files read by the latest scan / join (instrumentation for pruning tests).
         self.last_scan_files: list[str] = []
         self.last_join_files: list[str] = []
         for name, st in read_manifest(self._dir).items():
-            view = _View(name, st.schema, st.keys, st.durable_seq, st.files)
+            view = View(name, st.schema, st.keys, st.durable_seq, st.files)
             view.last_seq = max([st.durable_seq] + [f.max_seq for f in st.files])
             self._views[name] = view
-        self._check_and_clean()
+        check_and_clean(self._dir, {n: v.files for n, v in self._views.items()}, _DUCKDB_TMP)
         config: dict[str, object] = {
             "memory_limit": self._options.duckdb_memory_limit,
             "temp_directory": str(self._dir / _DUCKDB_TMP),
@@ -127,34 +92,6 @@ class OfflineStore:
             self._thread.start()
 
     # ----------------------------------------------------------------- open / close
-
-    def _check_and_clean(self) -> None:
-        """Verify the manifest's files exist; delete temp files and files it does not name."""
-        for view in self._views.values():
-            for f in view.files:
-                if not (self._dir / view.name / f.path).is_file():
-                    raise CorruptionError(
-                        f"view {view.name!r}: Parquet file {self._dir / view.name / f.path} "
-                        "named by the offline manifest is missing; restore it or remove the "
-                        "offline directory to rebuild from the commit log",
-                        path=str(self._dir / view.name / f.path),
-                    )
-        for leftover in self._dir.glob(f".*{TEMP_SUFFIX}"):
-            leftover.unlink(missing_ok=True)
-        for view_dir in self._dir.iterdir():
-            if not view_dir.is_dir() or view_dir.name == _DUCKDB_TMP:
-                continue
-            view = self._views.get(view_dir.name)
-            live = {f.path for f in view.files} if view else set()
-            for part_dir in view_dir.glob("date=*"):
-                for path in part_dir.iterdir():
-                    rel = f"{part_dir.name}/{path.name}"
-                    ours = path.name.endswith(TEMP_SUFFIX) or (
-                        path.name.startswith("part-") and path.name.endswith(".parquet")
-                    )
-                    if ours and rel not in live:
-                        log.info("offline: deleting leftover file %s", path)
-                        path.unlink(missing_ok=True)
 
     def close(self) -> None:
         """Flush every buffer, stop the background thread, release DuckDB. Idempotent."""
@@ -205,12 +142,12 @@ class OfflineStore:
             write_manifest(self._dir, states, fsync=self._options.fsync)
             with self._lock:
                 if existing is None:
-                    self._views[view] = _View(view, norm, tuple(keys))
+                    self._views[view] = View(view, norm, tuple(keys))
                 else:
                     existing.schema = norm
         log.info("offline: registered view %s (%d columns)", view, len(norm))
 
-    def _view(self, view: str) -> _View:
+    def _view(self, view: str) -> View:
         v = self._views.get(view)
         if v is None:
             raise UnknownViewError(view)
@@ -244,7 +181,7 @@ class OfflineStore:
             return
         now = time.monotonic()
         with self._lock:
-            v.buffer.append(_Buffered(seq, table, now))
+            v.buffer.append(Buffered(seq, table, now))
             v.buffer_rows += table.num_rows
             v.last_seq = seq
             rows, oldest = v.buffer_rows, v.buffer[0].appended_at
@@ -266,7 +203,7 @@ class OfflineStore:
                     v = self._view(name)
                 self._flush_view(v)
 
-    def _flush_view(self, v: _View) -> None:
+    def _flush_view(self, v: View) -> None:
         with self._lock:
             batches = list(v.buffer)
             schema = stored_schema(v.schema)
@@ -331,25 +268,12 @@ class OfflineStore:
                     v = self._view(name)
                 self._compact_view(v, max(2, min_files))
 
-    def _compact_view(self, v: _View, min_files: int) -> None:
-        by_day: dict[int, list[FileEntry]] = {}
-        for f in v.files:
-            by_day.setdefault(f.day, []).append(f)
+    def _compact_view(self, v: View, min_files: int) -> None:
         view_dir = self._dir / v.name
         schema = stored_schema(v.schema)
-        for day, group in sorted(by_day.items()):
-            if len(group) < min_files:
-                continue
+        for day, group in partitions_to_compact(v.files, min_files):
             started = time.perf_counter()
-            try:
-                tables = [pad_to(pq.read_table(view_dir / f.path), schema) for f in group]
-            except (OSError, pa.ArrowInvalid) as exc:
-                raise CorruptionError(
-                    f"view {v.name!r}: cannot read a file of partition {partition_dir(day)} "
-                    f"for compaction: {exc}",
-                    path=str(view_dir / partition_dir(day)),
-                ) from exc
-            ((_, rows),) = split_by_day(pa.concat_tables(tables), v.keys)
+            rows = read_partition(v.name, view_dir, day, group, schema, v.keys)
             merged = self._write(view_dir, day, rows, {f.path for f in v.files})
             replaced = {f.path for f in group}
             files = tuple(f for f in v.files if f.path not in replaced) + (merged,)
@@ -390,11 +314,7 @@ class OfflineStore:
                     due = [
                         name
                         for name, v in self._views.items()
-                        if v.buffer
-                        and (
-                            v.buffer_rows >= opts.buffer_rows
-                            or now - v.buffer[0].appended_at >= opts.buffer_age_s
-                        )
+                        if v.due(now, opts.buffer_rows, opts.buffer_age_s)
                     ]
                 for name in due:
                     self.flush(name)
@@ -458,214 +378,6 @@ class OfflineStore:
         with self._lock:
             return self._view(view).schema
 
-    def scan(
-        self,
-        view: str,
-        start: object = None,
-        end: object = None,
-        columns: list[str] | None = None,
-        as_of_seq: int | None = None,
-    ) -> pa.RecordBatchReader:
-        """Rows with `start <= event_timestamp < end` (None: unbounded) and `_seq <= as_of_seq`.
-
-        Reads only the partitions the range can touch. `columns` defaults to every stored
-        column (user schema, `_seq`, `_row`). Rows come in no particular order.
-        """
-        self._check_open()
-        lo = scalar_to_ns(start, "scan start") if start is not None else None
-        hi = scalar_to_ns(end, "scan end") - 1 if end is not None else None
-        snaps = self._snapshot([view])
-        try:
-            snap = snaps[view]
-            full = stored_schema(snap.schema)
-            cols = list(columns) if columns is not None else full.names
-            for c in cols:
-                if c not in full.names:
-                    raise SchemaMismatchError(f"view {view!r} has no column {c!r}")
-            out_schema = pa.schema([full.field(c) for c in cols])
-            con = self._cursor()
-            params: dict[str, object] = {}
-            sql, files = source_sql(con, snap, "scan", cols, Bounds(lo, hi, as_of_seq), params)
-            self.last_scan_files = [str(snap.view_dir / f.path) for f in files]
-            try:
-                rel = con.sql(f"SELECT * FROM {sql}", params=params)
-                reader = rel.to_arrow_reader(64 * 1024)
-            except duckdb.Error as exc:
-                raise query_error(exc) from exc
-        except BaseException:
-            self._release(snaps)
-            raise
-        return pa.RecordBatchReader.from_batches(
-            out_schema, self._stream(reader, out_schema, con, snaps)
-        )
-
-    def _stream(
-        self,
-        reader: pa.RecordBatchReader,
-        schema: pa.Schema,
-        con: duckdb.DuckDBPyConnection,
-        snaps: dict[str, ViewSnapshot],
-    ) -> Iterator[pa.RecordBatch]:
-        try:
-            for batch in _checked(reader):
-                yield pa.RecordBatch.from_arrays(
-                    [batch.column(f.name).cast(f.type) for f in schema], schema=schema
-                )
-        finally:
-            con.close()
-            self._release(snaps)
-
-    def latest_per_entity(self, view: str, as_of_seq: int | None = None) -> pa.Table:
-        """One row per entity, the latest by (event_ts, created_ts, _seq, _row), sorted by key.
-
-        Columns: keys, event_timestamp, created_timestamp, _seq, features.
-        """
-        self._check_open()
-        snaps = self._snapshot([view])
-        try:
-            snap = snaps[view]
-            full = stored_schema(snap.schema)
-            keys = [quote_ident(k) for k in snap.keys]
-            out = [*snap.keys, EVENT_TS, CREATED_TS, SEQ_COLUMN, *snap.features]
-            con = self._cursor()
-            params: dict[str, object] = {}
-            sql, _ = source_sql(
-                con, snap, "latest", full.names, Bounds(None, None, as_of_seq), params
-            )
-            # One hash aggregation (max_by over the version struct), not a window sort of every
-            # row: the audit calls this on whole views.
-            version = version_struct(
-                *(quote_ident(c) for c in (EVENT_TS, CREATED_TS, SEQ_COLUMN, "_row"))
-            )
-            row = ", ".join(f"'{c}': {quote_ident(c)}" for c in out[len(keys) :])
-            query = (
-                f"SELECT {', '.join(keys)}, __rh_best.* FROM (SELECT {', '.join(keys)}, "
-                f"max_by({{{row}}}, {version}) AS __rh_best FROM {sql} GROUP BY {', '.join(keys)}) "
-                f"ORDER BY {', '.join(keys)}"
-            )
-            try:
-                table = con.sql(query, params=params).to_arrow_table()
-            except duckdb.Error as exc:
-                raise query_error(exc) from exc
-            finally:
-                con.close()
-        finally:
-            self._release(snaps)
-        schema = pa.schema([full.field(c) for c in out])
-        return pa.Table.from_arrays(
-            [table.column(f.name).cast(f.type) for f in schema], schema=schema
-        )
-
-    def get_historical(
-        self,
-        entities: pa.Table | str | os.PathLike[str],
-        queries: list[FeatureQuery],
-        as_of_seq: int | None = None,
-        full_feature_names: bool = False,
-    ) -> pa.Table:
-        """Point-in-time join: the entity table, unchanged and in order, plus feature columns.
-
-        For each query, each entity row gets the latest feature row (version order) with
-        `entity_ts - ttl <= event_timestamp <= entity_ts`, or nulls. See `pit_join`.
-        """
-        self._check_open()
-        snaps = self._snapshot([q.view for q in queries])
-        con = self._cursor()
-        try:
-            ent = load_entities(entities, con, read_path=True)
-            plan = plan_join(
-                con,
-                snaps,
-                ent,
-                queries,
-                as_of_seq,
-                full_feature_names,
-                None,
-                force_asof=self._options.join_plan == "asof",
-                matcher_max_entities=self._options.matcher_max_entities,
-            )
-            self.last_join_files = plan.files
-            result = self._run(con, plan.sql, plan.params)
-        finally:
-            con.close()
-            self._release(snaps)
-        table = ent.table
-        assert table is not None
-        # rows come unordered with their input position last: restore input order with one
-        # take by the inverse permutation
-        eid = result.column(result.num_columns - 1).to_numpy()
-        inverse = np.empty(len(eid), np.int64)
-        inverse[eid] = np.arange(len(eid), dtype=np.int64)
-        result = result.take(pa.array(inverse))
-        for f in plan.fields:
-            table = table.append_column(f, result.column(f.name).cast(f.type))
-        return table
-
-    def export(
-        self,
-        entities: pa.Table | str | os.PathLike[str],
-        queries: list[FeatureQuery],
-        out_path: str | os.PathLike[str],
-        as_of_seq: int | None = None,
-        full_feature_names: bool = False,
-    ) -> ExportResult:
-        """Stream the point-in-time join to a Parquet file through DuckDB `COPY ... TO`.
-
-        Memory stays within the DuckDB memory limit (it spills beyond it); entity rows from a
-        Parquet path never enter Python. The file appears atomically (temp + rename).
-        `seq` is the sequence the export reflects: `as_of_seq`, or the highest seq appended.
-        """
-        self._check_open()
-        out = Path(out_path)
-        snaps = self._snapshot([q.view for q in queries])
-        seq = max((s.max_seq for s in snaps.values()), default=0)
-        if as_of_seq is not None:
-            seq = min(seq, as_of_seq)
-        con = self._cursor()
-        temp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}")
-        started = time.perf_counter()
-        try:
-            ent = load_entities(entities, con, read_path=False)
-            plan = plan_join(
-                con,
-                snaps,
-                ent,
-                queries,
-                as_of_seq,
-                full_feature_names,
-                ent.schema.names,
-                for_parquet=True,
-                force_asof=self._options.join_plan == "asof",
-                matcher_max_entities=self._options.matcher_max_entities,
-            )
-            copy = (
-                f"COPY ({plan.sql}) TO {sql_string(str(temp))} (FORMAT parquet, COMPRESSION zstd)"
-            )
-            try:
-                rows = con.execute(copy, plan.params).fetchall()
-            except duckdb.Error as exc:
-                raise query_error(exc) from exc
-            os.replace(temp, out)
-        finally:
-            temp.unlink(missing_ok=True)
-            con.close()
-            self._release(snaps)
-        n = int(rows[0][0]) if rows else ent.num_rows
-        log.info(
-            "offline: exported %d rows at seq %d to %s in %.3fs",
-            n,
-            seq,
-            out,
-            time.perf_counter() - started,
-        )
-        return ExportResult(rows=n, seq=seq, path=str(out))
-
-    def _run(self, con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> pa.Table:
-        try:
-            return con.sql(sql, params=params).to_arrow_table()
-        except duckdb.Error as exc:
-            raise query_error(exc) from exc
-
     def stats(self) -> dict:
         """{view: {"files", "bytes", "buffer_rows", "durable_seq", "partitions"}}."""
         with self._lock:
@@ -679,16 +391,3 @@ class OfflineStore:
                 }
                 for name, v in sorted(self._views.items())
             }
-
-
-def _checked(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
-    """Iterate a DuckDB result reader, mapping its failures to offline errors."""
-    it = iter(reader)
-    while True:
-        try:
-            batch = next(it)
-        except StopIteration:
-            return
-        except (duckdb.Error, pa.ArrowException) as exc:
-            raise query_error(exc) from exc
-        yield batch
