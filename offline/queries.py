@@ -14,7 +14,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import duckdb
@@ -22,9 +22,9 @@ import numpy as np
 import pyarrow as pa
 
 from offline._fsio import TEMP_SUFFIX
-from offline.entities import load_entities
+from offline.entities import EntityInput, load_entities
 from offline.errors import SchemaMismatchError
-from offline.historical import plan_join, query_error
+from offline.historical import JoinPlan, plan_join, query_error
 from offline.names import CREATED_TS, EVENT_TS, SEQ_COLUMN, quote_ident, sql_string
 from offline.options import OfflineOptions
 from offline.pit_join import version_struct
@@ -44,17 +44,11 @@ class _QueryMixin:
     last_scan_files: list[str]
     last_join_files: list[str]
 
-    def _check_open(self) -> None:
-        raise NotImplementedError
-
-    def _snapshot(self, views: list[str]) -> dict[str, ViewSnapshot]:
-        raise NotImplementedError
-
-    def _release(self, snaps: dict[str, ViewSnapshot]) -> None:
-        raise NotImplementedError
-
-    def _cursor(self) -> duckdb.DuckDBPyConnection:
-        raise NotImplementedError
+    # Provided by OfflineStore (declared here for type checkers only).
+    _check_open: Callable[[], None]
+    _snapshot: Callable[[list[str]], dict[str, ViewSnapshot]]
+    _release: Callable[[dict[str, ViewSnapshot]], None]
+    _cursor: Callable[[], duckdb.DuckDBPyConnection]
 
     def scan(
         self,
@@ -171,17 +165,7 @@ class _QueryMixin:
         con = self._cursor()
         try:
             ent = load_entities(entities, con, read_path=True)
-            plan = plan_join(
-                con,
-                snaps,
-                ent,
-                queries,
-                as_of_seq,
-                full_feature_names,
-                None,
-                force_asof=self._options.join_plan == "asof",
-                matcher_max_entities=self._options.matcher_max_entities,
-            )
+            plan = self._plan(con, snaps, ent, queries, as_of_seq, full_feature_names, None)
             self.last_join_files = plan.files
             result = self._run(con, plan.sql, plan.params)
         finally:
@@ -198,6 +182,31 @@ class _QueryMixin:
         for f in plan.fields:
             table = table.append_column(f, result.column(f.name).cast(f.type))
         return table
+
+    def _plan(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        snaps: dict[str, ViewSnapshot],
+        ent: EntityInput,
+        queries: list[FeatureQuery],
+        as_of_seq: int | None,
+        full_feature_names: bool,
+        entity_columns: list[str] | None,
+        for_parquet: bool = False,
+    ) -> JoinPlan:
+        """plan_join with this store's join-plan options (see OfflineOptions)."""
+        return plan_join(
+            con,
+            snaps,
+            ent,
+            queries,
+            as_of_seq,
+            full_feature_names,
+            entity_columns,
+            for_parquet=for_parquet,
+            force_asof=self._options.join_plan == "asof",
+            matcher_max_entities=self._options.matcher_max_entities,
+        )
 
     def export(
         self,
@@ -224,17 +233,8 @@ class _QueryMixin:
         started = time.perf_counter()
         try:
             ent = load_entities(entities, con, read_path=False)
-            plan = plan_join(
-                con,
-                snaps,
-                ent,
-                queries,
-                as_of_seq,
-                full_feature_names,
-                ent.schema.names,
-                for_parquet=True,
-                force_asof=self._options.join_plan == "asof",
-                matcher_max_entities=self._options.matcher_max_entities,
+            plan = self._plan(
+                con, snaps, ent, queries, as_of_seq, full_feature_names, ent.schema.names, True
             )
             copy = (
                 f"COPY ({plan.sql}) TO {sql_string(str(temp))} (FORMAT parquet, COMPRESSION zstd)"
