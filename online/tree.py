@@ -118,6 +118,8 @@ class LSMTree:
                 tables.append(self._open_table(meta, layouts[nf]))
             levels.append(tuple(tables))
         self._last_seq = man.durable_seq
+        # published only after the manifest recording it is on disk (see _flush_frozen)
+        self._durable_seq = man.durable_seq
         self._version = Version((self._new_memtable(),), tuple(levels) or ((),),
                                 self.options.bloom_last_level)  # fmt: skip
         self._threads: list[threading.Thread] = []
@@ -162,8 +164,10 @@ class LSMTree:
 
     @property
     def durable_seq(self) -> int:
-        """Highest seq contained in the sstables named by the manifest (0 if none)."""
-        return self._manifest.durable_seq
+        """Highest seq contained in the sstables named by the manifest on disk (0 if none).
+
+        Callers trim their own logs by it, so it never runs ahead of the saved manifest."""
+        return self._durable_seq
 
     @property
     def last_seq(self) -> int:
@@ -369,6 +373,10 @@ class LSMTree:
                         man.levels[0].insert(0, table.meta)
                     man.durable_seq = max(man.durable_seq, mem.max_seq)
                     man.save(self.path)
+                    # only now: a reader of durable_seq may delete its copy of these rows (the
+                    # store trims its commit log by it), and a crash before the save would
+                    # otherwise lose them
+                    self._durable_seq = man.durable_seq
                     v = self._version
                     l0 = ((table,) if table else ()) + v.levels[0]
                     self._version = Version(v.mems[:-1], (l0,) + v.levels[1:],
@@ -559,7 +567,7 @@ class LSMTree:
             "analyzer": self._analyzer.snapshot(v.tables()),
             "compactions": self._compactions,
             "flushes": self._flushes,
-            "durable_seq": self._manifest.durable_seq,
+            "durable_seq": self._durable_seq,
             "last_seq": self._last_seq,
         }
 

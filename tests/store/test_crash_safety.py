@@ -47,8 +47,9 @@ def _read_acks(proc: subprocess.Popen, acks: list[tuple[int, int]], ready: threa
             acks.append((int(seq), int(i)))
 
 
-def _presence(fs, batches: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[bool, bool]]:
-    """Per batch (rnd, i): (all its unique rows present, none present), online and offline.
+def _presence(fs, batches: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[bool, bool, str]]:
+    """Per batch (rnd, i): (all its unique rows present, none present, where rows are missing),
+    online and offline.
 
     One online lookup and one point-in-time join per view for all the batches together.
     """
@@ -56,7 +57,7 @@ def _presence(fs, batches: list[tuple[int, int]]) -> dict[tuple[int, int], tuple
     for b in batches:
         view, data = batch(*b)
         by_view.setdefault(view, []).append((b, data))
-    out: dict[tuple[int, int], tuple[bool, bool]] = {}
+    out: dict[tuple[int, int], tuple[bool, bool, str]] = {}
     for view, items in by_view.items():
         feat = "ctr" if view == "user_stats" else "score"
         cols = ["user_id"] + (["item_id"] if view == "pair" else [])
@@ -69,7 +70,8 @@ def _presence(fs, batches: list[tuple[int, int]]) -> dict[tuple[int, int], tuple
         for k, (b, data) in enumerate(items):
             want = data[feat][:n]
             on, off = online[k * n : (k + 1) * n], offline[k * n : (k + 1) * n]
-            out[b] = (on == want and off == want, on == [None] * n and off == [None] * n)
+            where = "+".join(s for s, got in (("online", on), ("offline", off)) if got != want)
+            out[b] = (not where, on == [None] * n and off == [None] * n, where)
     return out
 
 
@@ -79,8 +81,8 @@ def _verify(root: Path, acked: dict[int, list[int]], in_flight: dict[int, int]) 
         done = [(rnd, i) for rnd, batches in acked.items() for i in batches]
         flying = list(in_flight.items())
         seen = _presence(fs, done + flying)
-        lost = [b for b in done if not seen[b][0]]
-        assert not lost, f"acknowledged batches (round, batch) {lost[:5]} are lost"
+        lost = [(b, seen[b][2]) for b in done if not seen[b][0]]
+        assert not lost, f"acknowledged batches ((round, batch), store) {lost[:5]} are lost"
         for b in flying:
             assert seen[b][0] or seen[b][1], f"batch {b} was in flight and is partly visible"
         # the HOT entities hold at least the last acknowledged batch of the last round
