@@ -171,6 +171,7 @@ _EPOCH_DT = datetime(1970, 1, 1)
 _SECONDS: dict[int, str] = {}  # whole seconds since epoch -> "YYYY-MM-DDTHH:MM:SS"
 _SECONDS_MAX = 4096
 _ONE: dict[int, str] = {}  # ns -> its RFC 3339 text when formatted alone (bounded like _SECONDS)
+_VECTOR_MIN = 8  # from this many values on, rfc3339 formats with numpy in one call
 _FRACTION = {"ms": (10**6, "{}.{:03d}Z"), "us": (10**3, "{}.{:06d}Z"), "ns": (1, "{}.{:09d}Z")}
 
 
@@ -198,8 +199,8 @@ def _rfc3339_one(ns: int, unit: str) -> str:
 
 def _unit(ns: Any) -> str:
     """The shortest unit that is exact for every value (s, ms, us or ns) of a collection of ints."""
-    if len(ns) > 32:
-        arr = np.fromiter(ns, dtype=np.int64, count=len(ns))
+    if isinstance(ns, np.ndarray) or len(ns) > 32:
+        arr = ns if isinstance(ns, np.ndarray) else np.fromiter(ns, dtype=np.int64, count=len(ns))
         for u, div in (("s", 10**9), ("ms", 10**6), ("us", 10**3)):
             if not (arr % div).any():
                 return u
@@ -227,6 +228,14 @@ def rfc3339(ns: np.ndarray | list[int]) -> list[str]:
                 _ONE.clear()
             text1 = _ONE[v] = _rfc3339_one(v, _unit(vals))
         return [text1]
+    if len(vals) >= _VECTOR_MIN:  # numpy formats a whole array ~10x faster than per value
+        arr = np.asarray(vals, dtype=np.int64)
+        unit = _unit(arr)
+        out = np.datetime_as_string(arr.view("datetime64[ns]"), unit=unit, timezone="UTC")
+        if unit != "s":
+            out[arr == 0] = EPOCH_RFC3339
+        out[arr == _NAT] = "NaTZ"
+        return out.tolist()
     distinct = set(vals)
     unit = _unit(distinct)
     text = {v: _rfc3339_one(v, unit) for v in distinct}
