@@ -59,6 +59,11 @@ class Memtable:
         return contextlib.nullcontext() if self.frozen else self.lock
 
     @property
+    def capacity(self) -> int:
+        """Rows that fit without growing the arrays."""
+        return len(self.recs)
+
+    @property
     def nbytes(self) -> int:
         return self.nrows * (self.layout.rowbytes + 8) + self.string_bytes
 

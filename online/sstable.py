@@ -58,6 +58,9 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_MIN_TS = -(2**63)  # max_event_ts / max_created_ts of an empty table
+
+
 def write_sstable(
     directory: Path,
     number: int,
@@ -103,6 +106,8 @@ def write_sstable(
         "min_key": int(keys[0]),
         "max_key": int(keys[-1]),
         "max_seq": int(seqs.max()) if n else 0,
+        "max_event_ts": int(records[:, 0].max()) if n else _MIN_TS,
+        "max_created_ts": int(records[:, 1].max()) if n else _MIN_TS,
         "created": time.time(),
     }
 
@@ -193,6 +198,22 @@ class SSTable:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def _newest(self, field: str, column: int) -> int:
+        """Newest time of record column `column` (0 event, 1 created): from the manifest entry,
+        or read from the records for an sstable written before the entry carried it."""
+        v = self.meta.get(field)
+        if v is None:
+            v = self.meta[field] = int(self.records[:, column].max()) if len(self) else _MIN_TS
+        return int(v)
+
+    @property
+    def max_event_ts(self) -> int:
+        return self._newest("max_event_ts", 0)
+
+    @property
+    def max_created_ts(self) -> int:
+        return self._newest("max_created_ts", 1)
 
     @property
     def index_mode(self) -> str:

@@ -118,6 +118,12 @@ class LSMTree:
                 tables.append(self._open_table(meta, layouts[nf]))
             levels.append(tuple(tables))
         self._last_seq = man.durable_seq
+        # the newest event and created time stored (bounds for write's no-lookup fast path)
+        self._max_ev = self._max_cr = -(2**63)
+        for level in levels:
+            for t in level:
+                self._max_ev = max(self._max_ev, t.max_event_ts)
+                self._max_cr = max(self._max_cr, t.max_created_ts)
         # published only after the manifest recording it is on disk (see _flush_frozen)
         self._durable_seq = man.durable_seq
         self._version = Version((self._new_memtable(),), tuple(levels) or ((),),
@@ -211,8 +217,15 @@ class LSMTree:
             mem = self._version.mems[0]
             if len(keys):
                 rows = self._latest_rows(keys, ev, cr)
+                if mem.nrows and mem.nrows + len(rows) > mem.capacity:
+                    # full before the memory budget (short rows): start a new memtable rather
+                    # than grow this one by copying it
+                    self._freeze()
+                    mem = self._version.mems[0]
                 sbytes = sum(features.column(self._layout.fields[i].name).nbytes for i in strings)
                 mem.insert(keys, records, rows, strings, sbytes)
+                self._max_ev = max(self._max_ev, int(ev.max()))
+                self._max_cr = max(self._max_cr, int(cr.max()))
             mem.max_seq = seq
             self._last_seq = seq
             if mem.nbytes >= self.options.memtable_bytes:
@@ -229,9 +242,13 @@ class LSMTree:
         """Rows of the batch to apply, in batch order: those not older than the version already
         visible in the tree. (Among rows of one key in the batch, the memtable insert keeps the
         latest: it applies them in order and a later row wins ties.)"""
+        rows = np.arange(len(keys), dtype=np.int64)
+        if int(ev.min()) >= self._max_ev and int(cr.min()) >= self._max_cr:
+            # every row is at least as new as anything stored (the common case of a stream
+            # written in event-time order): no stored version can win, skip the lookup
+            return rows
         recs, loc, _ = self._lookup(self._version, keys, for_write=True)
         found = loc >= 0
-        rows = np.arange(len(keys), dtype=np.int64)
         if found.any():
             vev, vcr = recs[:, 0], recs[:, 1]
             keep = ~found | (ev > vev) | ((ev == vev) & (cr >= vcr))
