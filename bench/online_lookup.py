@@ -9,7 +9,10 @@ again. Each state is opened in the three index modes (`learned`, `block`, `auto`
 serve all three. Lookups: batches of 100k random existing keys, and a variant with 10% misses;
 each returns the 8 features (get_many + the 8 feature arrays). Baselines on the fully compacted
 data: a numba binary search (lockstep, no index) over the same key array + gather of the records,
-rocksdict (RocksDB) `get` of a list, sqlite `WHERE key IN (...)`.
+rocksdict (RocksDB) `get` of a list, sqlite `WHERE key IN (...)`. For `uniform` the ingest is
+repeated with the default TreeOptions, with event times in order (each batch at least as new
+as what is stored: the write path skips its version lookup) and out of order (random times over
+30 days: every batch is looked up against the tree).
 
 Prints one JSON line per measurement, a table, and as last line
 {"summary": {"learned_vs_block", "learned_vs_rocksdb", "learned_ns_per_key",
@@ -277,22 +280,32 @@ def sqlite_baseline(root: Path, keys, vals, batches, emit) -> dict:
     return r
 
 
-def ingest(path, keys, vals, rng, opts: dict | None = None) -> tuple[float, dict]:
-    """Write keys (shuffled) in 10k-row batches; returns (rows/s wall, stats incl. CPU times)."""
+def ingest(
+    path, keys, vals, rng, opts: dict | None = None, out_of_order: bool = False
+) -> tuple[float, dict]:
+    """Write keys (shuffled) in 10k-row batches; returns (rows/s wall, stats incl. CPU times).
+
+    Event times are in order (every batch at least as new as the stored rows: the engine skips
+    its version lookup), or with out_of_order=True random over 30 days, so that every batch
+    looks its keys up against the tree to keep a newer stored row."""
     order = rng.permutation(len(keys))
     k = keys[order]
     v = vals[:, order]
+    t_base = 1_700_000_000_000_000_000
+    if out_of_order:
+        ev_all = t_base + rng.integers(0, 30 * 86_400, len(k)) * 1_000_000_000
+    else:
+        ev_all = np.full(len(k), t_base, dtype=np.int64)
     batches = []
     for s in range(0, len(k), INGEST_BATCH):
         cols = [pa.array(v[i, s : s + INGEST_BATCH]) for i in range(NFEAT)]
-        batches.append((k[s : s + INGEST_BATCH], pa.RecordBatch.from_arrays(cols, names=NAMES)))
-    ts = np.full(INGEST_BATCH, 1_700_000_000_000_000_000, dtype=np.int64)
+        ev = np.ascontiguousarray(ev_all[s : s + INGEST_BATCH])
+        batches.append((k[s : s + INGEST_BATCH], ev, pa.RecordBatch.from_arrays(cols, names=NAMES)))
     opts = TREE_OPTS if opts is None else opts
     tree = LSMTree(path, FIELDS, TreeOptions(index="block", background=True, **opts))
     t0, c0, p0 = time.perf_counter(), time.thread_time(), time.process_time()
-    for seq, (kk, b) in enumerate(batches, start=1):
-        n = len(kk)
-        tree.write(seq, kk, ts[:n], ts[:n], b)
+    for seq, (kk, ev, b) in enumerate(batches, start=1):
+        tree.write(seq, kk, ev, ev, b)
     elapsed = time.perf_counter() - t0
     cpu = {"writer_cpu_s": time.thread_time() - c0, "process_cpu_s": time.process_time() - p0,
            "wall_s": elapsed}  # fmt: skip
@@ -361,15 +374,17 @@ def main() -> None:
                 full = measure_state(path, "compacted", hit, miss, emit_d, t_wait,
                                      not args.no_baselines)  # fmt: skip
                 if dist == "uniform":  # ingest again with the default TreeOptions
-                    shutil.rmtree(path)
-                    rate, st = ingest(path, keys, vals, rng, opts={})
-                    cpu = st["cpu"]
-                    emit({"system": "engine-ingest-default-options", "n": n, "dist": dist,
-                          "rows_per_s": rate, "rows_per_writer_cpu_s": n / cpu["writer_cpu_s"],
-                          "rows_per_process_cpu_s": n / cpu["process_cpu_s"], **cpu,
-                          "batch": INGEST_BATCH,
-                          "levels": [lv["sstables"] for lv in st["levels"]],
-                          "compactions": st["compactions"], "flushes": st["flushes"]})  # fmt: skip
+                    for ooo in (False, True):
+                        shutil.rmtree(path)
+                        rate, st = ingest(path, keys, vals, rng, opts={}, out_of_order=ooo)
+                        cpu = st["cpu"]
+                        name = "engine-ingest-default-options" + ("-out-of-order" if ooo else "")
+                        emit({"system": name, "n": n, "dist": dist,
+                              "rows_per_s": rate, "rows_per_writer_cpu_s": n / cpu["writer_cpu_s"],
+                              "rows_per_process_cpu_s": n / cpu["process_cpu_s"], **cpu,
+                              "batch": INGEST_BATCH,
+                              "levels": [lv["sstables"] for lv in st["levels"]],
+                              "compactions": st["compactions"], "flushes": st["flushes"]})  # fmt: skip
                 if not args.no_baselines:
                     if dist == "uniform":
                         rocks = rocks_baseline(root, keys, vals, hit, emit_d)

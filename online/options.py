@@ -33,6 +33,9 @@ class TreeOptions:
         optimize_filters_for_hits): a key that reaches the last level is usually there.
     verify_checksums: check every sstable's CRC32C when it is opened (costs a read of the file).
     max_immutable: writers wait while this many frozen memtables are waiting for their flush.
+    l0_stop_writes: writers wait while L0 holds this many sstables (at least l0_trigger + 1), so
+        that ingest faster than compaction cannot pile up L0 files that every lookup must check
+        (RocksDB's level0_stop_writes_trigger, 36 there with slowdowns from 20).
     build_ns_per_key_prior: analyzer's build-cost estimate until a model has been built (PLR
         builds measured 4-22 ns/key on the 2-core dev machine).
     learned_saving_prior: analyzer's estimate of the fraction of lookup time a model saves, until
@@ -51,6 +54,7 @@ class TreeOptions:
     bloom_last_level: bool = False
     verify_checksums: bool = True
     max_immutable: int = 2
+    l0_stop_writes: int = 20
     build_ns_per_key_prior: float = 15.0
     learned_saving_prior: float = 0.3
 
@@ -77,3 +81,8 @@ class TreeOptions:
             )
         if self.max_immutable < 1:
             raise OnlineError(f"TreeOptions.max_immutable must be >= 1, got {self.max_immutable}")
+        if self.l0_stop_writes <= self.l0_trigger:
+            raise OnlineError(
+                f"TreeOptions.l0_stop_writes ({self.l0_stop_writes}) must be above l0_trigger "
+                f"({self.l0_trigger})"
+            )

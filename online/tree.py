@@ -86,6 +86,8 @@ class LSMTree:
         self._analyzer = Analyzer(self.options)
         self._flushes = 0
         self._compactions = 0
+        self._stalls = 0
+        self._stall_s = 0.0
         self._retired: dict[int, list[int]] = {}  # level -> [positive, negative] of retired tables
         man = Manifest.load(self.path)
         new = self._layout.to_json()
@@ -258,13 +260,22 @@ class LSMTree:
     def _wait_for_flushes(self) -> None:
         if not self.options.background:
             return
+        opts = self.options
+
+        def behind() -> bool:
+            v = self._version
+            return (
+                len(v.mems) > opts.max_immutable or len(v.levels[0]) >= opts.l0_stop_writes
+            ) and (self._bg_error is None and not self._closed)
+
+        if not behind():
+            return
+        t0 = time.perf_counter()
         with self._cond:
-            while (
-                len(self._version.mems) > self.options.max_immutable
-                and self._bg_error is None
-                and not self._closed
-            ):
+            while behind():
                 self._cond.wait(0.05)
+        self._stalls += 1
+        self._stall_s += time.perf_counter() - t0
 
     def _new_memtable(self) -> Memtable:
         # sized for a full memtable up front: np.zeros maps pages lazily, and growing by copies
@@ -492,6 +503,8 @@ class LSMTree:
                 levels.pop()
             self._version = Version(v.mems, tuple(levels), self.options.bloom_last_level)
             self._compactions += 1
+        with self._cond:  # writers may be waiting for L0 to shrink
+            self._cond.notify_all()
         for level, t in inputs:
             self._analyzer.retire(level, t)
             r = self._retired.setdefault(level, [0, 0])
@@ -584,6 +597,8 @@ class LSMTree:
             "analyzer": self._analyzer.snapshot(v.tables()),
             "compactions": self._compactions,
             "flushes": self._flushes,
+            "write_stalls": self._stalls,  # writes that waited for a flush or for L0 to shrink
+            "write_stall_s": round(self._stall_s, 3),
             "durable_seq": self._durable_seq,
             "last_seq": self._last_seq,
         }

@@ -4,6 +4,8 @@ newest-time fields), and starting a new memtable instead of growing a full one."
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -76,6 +78,40 @@ def test_a_full_memtable_is_frozen_instead_of_grown(tmp_path) -> None:
             written.update({k: seq * 1000 + k for k in keys})
             assert all(m.capacity == cap for m in tree._version.mems)
         assert tree.stats()["flushes"] >= 10
+        ks = sorted(written)
+        assert _values(tree, ks) == [written[k] for k in ks]
+    finally:
+        tree.close()
+
+
+def test_writers_wait_while_l0_is_full(tmp_path, monkeypatch) -> None:
+    """A compactor slower than the writer: L0 stays bounded by l0_stop_writes (plus the frozen
+    memtables that may still be flushed), the waits show in stats, and nothing is lost."""
+    real = LSMTree._compact_inputs
+
+    def slow_compaction(self, inputs, out_level):  # noqa: ANN001 — the engine's signature
+        time.sleep(0.05)
+        real(self, inputs, out_level)
+
+    monkeypatch.setattr(LSMTree, "_compact_inputs", slow_compaction)
+    opts = TreeOptions(
+        index="block", memtable_bytes=4 << 10, l0_trigger=2, l0_stop_writes=4, max_immutable=1
+    )
+    tree = LSMTree(tmp_path, FIELDS, opts)
+    try:
+        written: dict[int, int] = {}
+        worst = 0
+        for seq in range(1, 120):
+            keys = list(range(seq * 100, seq * 100 + 60))
+            n = len(keys)
+            vals = pa.RecordBatch.from_arrays([pa.array([seq * 1000 + k for k in keys])], ["v"])
+            ev = np.full(n, seq, np.int64)
+            tree.write(seq, np.array(keys, np.uint64), ev, ev, vals)
+            written.update({k: seq * 1000 + k for k in keys})
+            worst = max(worst, len(tree._version.levels[0]))
+        st = tree.stats()
+        assert st["flushes"] > 20 and st["write_stalls"] > 0
+        assert worst <= opts.l0_stop_writes + opts.max_immutable + 1, worst
         ks = sorted(written)
         assert _values(tree, ks) == [written[k] for k in ks]
     finally:
