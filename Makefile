@@ -3,8 +3,13 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Feast's own SDK, for tests/app/test_feast_client.py: a venv of its own, so that its pins never
+# touch the project's dependencies.
+FEAST_VENV := .venv-feast
+FEAST_VERSION := 0.67
+FEAST_STAMP := $(FEAST_VENV)/.installed-$(FEAST_VERSION)
 
-.PHONY: install test lint bench bench-quick run clean
+.PHONY: install feast-venv test lint bench bench-quick run clean
 
 install: $(STAMP)
 
@@ -14,10 +19,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+feast-venv: $(FEAST_STAMP)
+
+$(FEAST_STAMP):
+	test -x $(FEAST_VENV)/bin/python || $(PY) -m venv $(FEAST_VENV)
+	$(FEAST_VENV)/bin/python -m pip install -q 'feast==$(FEAST_VERSION).*'
+	touch $(FEAST_STAMP)
+
 lint: install
 	$(BIN)/ruff check .
 
-test: install lint
+test: install feast-venv lint
 	$(BIN)/python -m pytest -q -x -p no:cacheprovider
 
 bench: install
@@ -36,4 +48,4 @@ run: install
 	$(BIN)/rickhouse serve --host 127.0.0.1 --port 8000
 
 clean:
-	rm -rf $(VENV) rickhouse_data .pytest_cache
+	rm -rf $(VENV) $(FEAST_VENV) rickhouse_data .pytest_cache
