@@ -2,7 +2,9 @@
 
 `convert_batch(view, data)` accepts a pyarrow Table or RecordBatch, a pandas DataFrame, or a
 dict of columns (lists as JSON gives them: ISO timestamp strings with naive = UTC, numbers as
-strings for int columns). It validates the whole batch before anything is written: unknown or
+strings for int columns). A timestamp given as a number (int or float, in any input) is Unix
+epoch seconds, as Feast's clients send a UnixTimestamp; Arrow and pandas timestamp types keep
+their own unit. It validates the whole batch before anything is written: unknown or
 missing columns, wrong types, nulls in keys or timestamps, vectors of the wrong length. Errors
 name the view, the column and the 0-based row. Pure functions; safe from any thread.
 """
@@ -145,7 +147,9 @@ def _convert(
         out = _cast(arr, dtype, target)
     except _ARROW_ERRORS as e:
         row = _first_bad_row(arr, lambda a: _cast(a, dtype, target))
-        raise _fail(view, column, row, f"cannot convert to {dtype}: {e}") from None
+        raise _fail(
+            view, column, row, f"cannot convert to {dtype}: {e}{_hint(arr, dtype)}"
+        ) from None
     if out.null_count and not nullable:
         row = int(np.flatnonzero(np.asarray(out.is_null()))[0])
         raise _fail(view, column, row, "must not be null (join keys and timestamps never are)")
@@ -165,9 +169,21 @@ def _as_arrow(values: Any, dtype: str) -> pa.Array | None:
         return None
     try:
         # pandas marks missing floats with NaN; other inputs keep NaN as a value
-        return pa.array(values, from_pandas=isinstance(values, pd.Series))
+        arr = pa.array(values, from_pandas=isinstance(values, pd.Series))
     except _ARROW_ERRORS:
         return None
+    if pa.types.is_timestamp(arr.type) and arr.type.unit == "us" and _has_nanos(values):
+        # pyarrow reads pandas Timestamps in a list as datetimes, dropping their nanoseconds
+        # (.value is ns since the epoch: UTC for aware values, the wall time for naive = UTC)
+        ns = [None if v is None else pd.Timestamp(v).value for v in values]
+        return pa.array(ns, pa.int64()).cast(TIMESTAMP)
+    return arr
+
+
+def _has_nanos(values: Any) -> bool:
+    return isinstance(values, list | tuple) and any(
+        isinstance(v, pd.Timestamp) and v.nanosecond for v in values
+    )
 
 
 def _cast(arr: pa.Array, dtype: str, target: pa.DataType) -> pa.Array:
@@ -177,8 +193,10 @@ def _cast(arr: pa.Array, dtype: str, target: pa.DataType) -> pa.Array:
     if dtype == "timestamp":
         if pa.types.is_string(t) or pa.types.is_large_string(t):
             return _parse_timestamps(arr)
-        if pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_integer(t):
+        if pa.types.is_timestamp(t) or pa.types.is_date(t):
             return arr.cast(target)
+        if pa.types.is_integer(t) or pa.types.is_floating(t):
+            return from_epoch_seconds(arr)
         raise TypeError(f"expected timestamps, got {t}")
     if dtype == "string":
         if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t):
@@ -208,6 +226,31 @@ def _cast(arr: pa.Array, dtype: str, target: pa.DataType) -> pa.Array:
     raise TypeError(f"expected vectors of {dim} float32, got {t}")
 
 
+def _hint(arr: pa.Array, dtype: str) -> str:
+    if dtype == "timestamp" and (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)):
+        return (
+            " (a number in a timestamp column is Unix epoch seconds; for nanoseconds pass a "
+            "timestamp type, e.g. pyarrow timestamp('ns') or pandas datetime64[ns])"
+        )
+    return ""
+
+
+def from_epoch_seconds(arr: pa.Array) -> pa.Array:
+    """Numbers as Unix epoch seconds, the convention of Feast (UnixTimestamp) and of JSON APIs;
+    a fraction keeps its sub-second part. Raises ArrowInvalid when out of the ns range."""
+    if pa.types.is_integer(arr.type):
+        return arr.cast(pa.int64()).cast(pa.timestamp("s", tz="UTC")).cast(TIMESTAMP)
+    x = arr.cast(pa.float64())
+    whole = pc.floor(x)
+    # whole seconds and the fraction apart: float64 holds ~1e-7 s at today's epoch, but only
+    # ~256 ns once multiplied out to ns
+    ns = pc.add_checked(
+        whole.cast(pa.int64()).cast(pa.timestamp("s", tz="UTC")).cast(TIMESTAMP).cast(pa.int64()),
+        pc.round(pc.multiply(pc.subtract(x, whole), 1e9)).cast(pa.int64()),
+    )
+    return ns.cast(TIMESTAMP)
+
+
 def _parse_timestamps(arr: pa.Array) -> pa.Array:
     parsed = pd.to_datetime(pd.Series(arr.to_pylist(), dtype=object), utc=True, format="ISO8601")
     return pa.array(parsed, from_pandas=True).cast(TIMESTAMP)
@@ -230,5 +273,6 @@ def _from_python(
         try:
             out.append(_cast(pa.array([v]), dtype, target))
         except _ARROW_ERRORS as e:
-            raise _fail(view, column, i, f"cannot convert {v!r} to {dtype}: {e}") from None
+            hint = _hint(pa.array([v]), dtype)
+            raise _fail(view, column, i, f"cannot convert {v!r} to {dtype}: {e}{hint}") from None
     return pa.concat_arrays(out) if out else pa.array([], target)

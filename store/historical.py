@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 
 from offline import FeatureQuery
-from store.batch import EVENT_TS
+from store.batch import EVENT_TS, from_epoch_seconds
 from store.dtypes import arrow_type
 from store.errors import EntityKeyError
 from store.features import FeaturePlan
@@ -68,6 +68,16 @@ def entity_table(entity_df: Any, plan: FeaturePlan) -> pa.Table | str:
             table = table.set_column(table.schema.get_field_index(name), name, col)
     if EVENT_TS not in table.column_names:
         raise EntityKeyError(f"entity_df lacks the {EVENT_TS!r} column", column=EVENT_TS)
+    ts = table.column(EVENT_TS)
+    if pa.types.is_integer(ts.type) or pa.types.is_floating(ts.type):
+        try:  # numbers are Unix epoch seconds, as in ingested batches (store/batch.py)
+            ts = from_epoch_seconds(ts.combine_chunks())
+        except pa.ArrowInvalid as e:
+            raise EntityKeyError(
+                f"entity_df {EVENT_TS!r} holds numbers outside the epoch-seconds range: {e}",
+                column=EVENT_TS,
+            ) from None
+        table = table.set_column(table.schema.get_field_index(EVENT_TS), EVENT_TS, ts)
     return table
 
 

@@ -245,15 +245,14 @@ def rfc3339(ns: np.ndarray | list[int]) -> list[str]:
     return [text[v] for v in vals]
 
 
-def _rfc3339_values(vals: list) -> list:
-    """rfc3339 of a timestamp feature's values (int ns or None); None stays None."""
-    if None not in vals:
-        return rfc3339(vals)
-    present = [v for v in vals if v is not None]
-    if not present:
-        return vals
-    text = iter(rfc3339(present))
-    return [None if v is None else next(text) for v in vals]
+def _epoch_seconds(vals: list) -> list:
+    """A timestamp feature's values (int ns or None) as Feast's feature server answers a
+    UnixTimestamp: epoch seconds, an int when whole (a float keeps a fraction, which Feast's
+    client truncates, as its own protos hold whole seconds); None stays None."""
+    return [v if v is None else (v // _NS if v % _NS == 0 else v / _NS) for v in vals]
+
+
+_NS = 1_000_000_000
 
 
 _KIND_PLAIN, _KIND_FLOAT, _KIND_VECTOR, _KIND_TIMESTAMP = 0, 1, 2, 3
@@ -386,7 +385,7 @@ def _feast_one(
             if not isfinite(sum(v)):
                 vals = _float_strings(vals)
         elif kind == _KIND_TIMESTAMP:
-            vals = rfc3339(vals)
+            vals = _epoch_seconds(vals)
         results.append({"values": vals, "statuses": ["PRESENT"], "event_timestamps": ts})
 
 
@@ -398,8 +397,7 @@ def _feast_many(
     isfinite = math.isfinite
     for kind, (vals, valid) in zip(_kinds(lk.read), cols, strict=True):
         if kind == _KIND_TIMESTAMP:
-            # one unit for the column, chosen over every stored value (expired rows too)
-            vals = _rfc3339_values(vals)
+            vals = _epoch_seconds(vals)
         for r in dead:
             vals[r] = None
             valid[r] = False

@@ -13,7 +13,7 @@ import sys
 from offline import OfflineOptions
 from online import TreeOptions
 from store import FeatureStore
-from tests.store.conftest import DEFS
+from tests.store.conftest import DEFS, ns
 
 T0 = 3_786_912_000_000_000_000  # 2090: far from any ttl, so online rows never age out
 HOT = 10  # entities rewritten by every batch
@@ -22,7 +22,7 @@ HOT = 10  # entities rewritten by every batch
 def batch(rnd: int, i: int) -> tuple[str, dict]:
     """Batch i of round rnd: 60 new entities (never rewritten) + the HOT entities."""
     ids = [(rnd + 1) * 1_000_000 + i * 100 + r for r in range(60)] + list(range(HOT))
-    ts = [T0 + rnd * 10**12 + i * 10**6] * len(ids)
+    ts = ns([T0 + rnd * 10**12 + i * 10**6] * len(ids))
     marker = float(rnd * 100_000 + i)
     if i % 2 == 0:
         return "user_stats", {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pandas as pd
 import pytest
 
 from offline import OfflineOptions
@@ -74,15 +75,21 @@ def now() -> int:
     return time.time_ns()
 
 
+def ns(values) -> list:
+    """int ns since the epoch as UTC timestamps (a plain number in a timestamp column is epoch
+    seconds); None stays None. A list, so that a test can still replace one value."""
+    return [None if v is None else pd.Timestamp(int(v), tz="UTC") for v in values]
+
+
 def user_batch(ids, ts, ctr=None, country=None, emb=None, created=None) -> dict:
     n = len(ids)
     d = {
         "user_id": list(ids),
-        "event_timestamp": list(ts) if isinstance(ts, list) else [ts] * n,
+        "event_timestamp": ns(ts if isinstance(ts, list) else [ts] * n),
         "ctr": list(ctr) if ctr is not None else [float(i) / 10 for i in ids],
         "country": list(country) if country is not None else [f"c{i}" for i in ids],
         "emb": list(emb) if emb is not None else [[float(i)] * 4 for i in ids],
     }
     if created is not None:
-        d["created"] = list(created) if isinstance(created, list) else [created] * n
+        d["created"] = ns(created if isinstance(created, list) else [created] * n)
     return d

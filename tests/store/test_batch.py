@@ -52,7 +52,7 @@ def _dict_batch() -> dict:
         "i32": [1, None, 3],
         "flag": [True, False, None],
         "txt": ["x", None, "z"],
-        "when": [T0, None, "2025-01-30T12:00:00Z"],
+        "when": [T0 // 10**9, None, "2025-01-30T12:00:00Z"],  # a number is epoch seconds
         "emb": [[1, 2, 3], None, [0.5, 0.25, 0.125]],
     }
 
@@ -68,6 +68,33 @@ def test_dict_of_json_values_converts_to_the_store_schema() -> None:
     assert f32[0] == 0.5 and np.isnan(f32[1]) and f32[2] is None
     assert table.column("emb").to_pylist()[1] is None
     assert table.column("when").cast(pa.int64()).to_pylist() == [T0, None, T0]
+
+
+@pytest.mark.parametrize(
+    ("given", "ns"),
+    [
+        ([1_740_816_000], [1_740_816_000 * 10**9]),  # Feast's UnixTimestamp: whole seconds
+        ([1_740_816_000.25, -0.5], [1_740_816_000_250_000_000, -500_000_000]),
+        (pa.array([1_740_816_000], pa.int32()), [1_740_816_000 * 10**9]),
+        (pa.array([0.000000001, None]), [1, None]),
+    ],
+)
+def test_numbers_in_timestamp_columns_are_epoch_seconds(given: object, ns: list) -> None:
+    d = _dict_batch()
+    n = len(given)
+    d = {k: v[:n] for k, v in d.items()}
+    d["when"] = given
+    table, _ = convert_batch(VIEW, d)
+    assert table.column("when").cast(pa.int64()).to_pylist() == ns
+
+
+@pytest.mark.parametrize("value", [10**12, float("nan"), float("inf"), 1e19])
+def test_epoch_seconds_out_of_the_ns_range_are_refused_naming_the_row(value: float) -> None:
+    d = _dict_batch()
+    d["when"] = [0, value, 0]
+    with pytest.raises(ValidationError) as e:
+        convert_batch(VIEW, d)
+    assert (e.value.column, e.value.row) == ("when", 1) and "'when', row 1" in str(e.value)
 
 
 def test_pandas_and_arrow_inputs_agree_with_dict_input() -> None:

@@ -63,7 +63,7 @@ def _presence(fs, batches: list[tuple[int, int]]) -> dict[tuple[int, int], tuple
         cols = ["user_id"] + (["item_id"] if view == "pair" else [])
         n = len(items[0][1]["user_id"]) - HOT
         keys = {c: [v for _, d in items for v in d[c][:n]] for c in cols}
-        ts = [pd.Timestamp(t, tz="UTC") for _, d in items for t in d["event_timestamp"][:n]]
+        ts = [pd.Timestamp(t) for _, d in items for t in d["event_timestamp"][:n]]
         online = fs.get_online_features([f"{view}:{feat}"], keys).to_dict()[feat]
         ent = pd.DataFrame({**keys, "event_timestamp": ts})
         offline = fs.get_historical_features(ent, [f"{view}:{feat}"]).column(feat).to_pylist()

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from store.errors import DefinitionError, ValidationError
-from tests.store.conftest import DEFS, open_store, user_batch
+from tests.store.conftest import DEFS, ns, open_store, user_batch
 
 
 def _everything(fs, ids, now):
@@ -86,7 +86,7 @@ def test_type_change_and_drop_are_refused_with_data_and_forced_drop_deletes_it(
     fs.apply(DEFS)
     fs.ingest("user_stats", user_batch([1, 2], now))
     fs.ingest(
-        "item_stats", {"item_id": ["a"], "event_timestamp": [now], "price": [1.0], "ctr": [0.1]}
+        "item_stats", {"item_id": ["a"], "event_timestamp": ns([now]), "price": [1.0], "ctr": [0.1]}
     )
     changed = copy.deepcopy(DEFS)
     changed["feature_views"][0]["features"][0]["dtype"] = "float64"
@@ -157,7 +157,7 @@ def test_hash_collisions_never_return_or_overwrite_another_entity(tmp_path, now)
             {
                 "user_id": users,
                 "item_id": items,
-                "event_timestamp": [now + batch] * 40,
+                "event_timestamp": ns([now + batch] * 40),
                 "score": scores,
                 "clicks": [batch] * 40,
             },
@@ -213,7 +213,7 @@ def test_concurrent_ingests_of_colliding_keys_keep_every_entity_apart(tmp_path, 
                     {
                         "user_id": users,
                         "item_id": items,
-                        "event_timestamp": [now] * 20,
+                        "event_timestamp": ns([now] * 20),
                         "score": scores,
                         "clicks": [w] * 20,
                     },

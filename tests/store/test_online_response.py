@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from store.online_response import EPOCH_RFC3339, rfc3339
-from tests.store.conftest import open_store
+from tests.store.conftest import ns, open_store
 
 HOUR = 3600 * 10**9
 FEATURES = [
@@ -104,8 +104,8 @@ def ref_feast(r) -> dict:
         for v in keys.values()
     ]
     for _name, dtype, raw, vals, valid, statuses, ev in ref_columns(r):
-        if dtype == "timestamp":
-            vals = ref_rfc3339(raw)
+        if dtype == "timestamp":  # epoch seconds, as Feast's server answers a UnixTimestamp
+            vals = [int(t) // 10**9 if t % 10**9 == 0 else int(t) / 10**9 for t in raw.tolist()]
         elif dtype.startswith("float"):
             vals = [ref_float(v) for v in vals]
         vals = [v if ok else None for v, ok in zip(vals, valid.tolist(), strict=True)]
@@ -159,14 +159,14 @@ def user_rows(rng: np.random.Generator, ids: np.ndarray, now: int) -> dict:
     seen = 1_700_000_000 * 10**9 + rng.integers(0, 10**6, n) * rng.choice([10**9, 10**6, 1], n)
     return {
         "user_id": ids.tolist(),
-        "event_timestamp": ev.tolist(),
+        "event_timestamp": ns(ev.tolist()),
         "i32": nulls(rng.integers(-(2**31), 2**31 - 1, n).tolist()),
         "i64": nulls(rng.integers(-(2**62), 2**62, n).tolist()),
         "f32": nulls(rng.normal(size=n).astype(np.float32).tolist()),
         "f64": nulls(f64.tolist()),
         "flag": nulls((rng.random(n) < 0.5).tolist()),
         "name": nulls([f"n{i}-ü" for i in ids.tolist()]),
-        "seen": nulls(seen.tolist()),
+        "seen": ns(nulls(seen.tolist())),
         "emb": nulls(emb.tolist()),
     }
 
@@ -189,7 +189,7 @@ def store(tmp_path):
         "it",
         {
             "item_id": [f"i{k}" for k in range(60)],
-            "event_timestamp": [now - 5 * 10**9] * 60,
+            "event_timestamp": ns([now - 5 * 10**9] * 60),
             "price": [None if k % 5 == 0 else float(p) for k, p in enumerate(prices)],
             "tag": [None if k % 3 == 0 else f"t{k}" for k in range(60)],
         },
