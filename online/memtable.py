@@ -1,8 +1,10 @@
 """Memtable: the newest rows, key -> latest record, in a numba open-addressing hash table.
 
-Records sit in a growable (capacity, rowwords) int64 array indexed by slot; string values in one
-object array per string field, indexed by the same slot. Only the latest version of a key is kept
-(see `_kernels.mem_insert`).
+Records sit in a growable (capacity, rowwords) int64 array indexed by slot. String values stay in
+the Arrow columns of the batches inserted (never Python objects: converting strings to and from
+objects holds the GIL for ~0.3 s per million and stalls every other thread, the server's event
+loop included); per slot, `string_rows` holds its row among them (-1: null). Only the latest
+version of a key is kept (see `_kernels.mem_insert`).
 
 Thread-safety: `insert` and `lookup` take the memtable's lock (the insert kernel runs for about a
 millisecond per 10k rows); a frozen memtable is never written again and is read without it.
@@ -10,6 +12,7 @@ millisecond per 10k rows); a frozen memtable is never written again and is read 
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import threading
 
@@ -31,6 +34,11 @@ class Memtable:
         self.nrows = 0
         self.max_seq = 0  # seq of the last batch written while this memtable was active
         self.string_bytes = 0
+        # per string field, the large_string column of every batch inserted; chunk_starts[c] is
+        # the row (counted over all batches) where chunk c starts
+        self.string_chunks: dict[int, list[pa.Array]] = {i: [] for i in layout.string_fields}
+        self.chunk_starts: list[int] = []
+        self.chunk_rows = 0
         self.frozen = False
         self._alloc_rows(capacity)
         self._alloc_hash(1 << (2 * capacity - 1).bit_length())  # a power of two
@@ -39,13 +47,12 @@ class Memtable:
         n = self.nrows
         recs = np.zeros((cap, self.layout.rowwords), dtype=np.int64)
         slot_keys = np.zeros(cap, dtype=np.uint64)
-        strings = {i: np.empty(cap, dtype=object) for i in self.layout.string_fields}
+        string_rows = np.full(cap if self.layout.string_fields else 0, -1, dtype=np.int64)
         if n:
             recs[:n] = self.recs[:n]
             slot_keys[:n] = self.slot_keys[:n]
-            for i in strings:
-                strings[i][:n] = self.strings[i][:n]
-        self.recs, self.slot_keys, self.strings = recs, slot_keys, strings
+            string_rows[:n] = self.string_rows[:n]
+        self.recs, self.slot_keys, self.string_rows = recs, slot_keys, string_rows
 
     def _alloc_hash(self, cap: int) -> None:
         assert cap & (cap - 1) == 0, "hash capacity must be a power of two"
@@ -72,11 +79,13 @@ class Memtable:
         keys: np.ndarray,
         records: np.ndarray,
         rows: np.ndarray,
-        strings: dict[int, np.ndarray],
+        strings: dict[int, pa.Array],
         string_bytes: int = 0,
     ) -> int:
         """Apply batch rows `rows` (indices into keys/records/strings; their keys unique). A row
-        older than the stored version of its key is dropped. Returns how many rows were applied."""
+        older than the stored version of its key is dropped. `strings`: the batch's string fields
+        as large_string arrays (Layout.pack), kept by reference; empty: the rows' strings are
+        null. Returns how many rows were applied."""
         m = len(rows)
         with self.lock:
             need = self.nrows + m
@@ -89,10 +98,16 @@ class Memtable:
                 self.htab, self.slot_keys, self.recs, self.nrows, keys, records, rows, out_slot
             )
             applied = out_slot >= 0
-            if strings:
+            if self.string_chunks:
                 slots, src = out_slot[applied], rows[applied]
-                for i, col in strings.items():
-                    self.strings[i][slots] = col[src]
+                if strings:
+                    for i, chunks in self.string_chunks.items():
+                        chunks.append(strings[i])
+                    self.chunk_starts.append(self.chunk_rows)
+                    self.string_rows[slots] = self.chunk_rows + src
+                    self.chunk_rows += len(keys)
+                else:
+                    self.string_rows[slots] = -1
             self.string_bytes += string_bytes
             return int(applied.sum())
 
@@ -103,18 +118,26 @@ class Memtable:
         cannot change them) when `strings`, else self."""
         with self._read_lock():
             rem = K.mem_lookup(q, todo, ntodo, self.htab, self.recs, out, loc, srcid)
-            if not strings or not self.strings or rem == ntodo:
+            if not strings or not self.string_chunks or rem == ntodo:
                 return rem, self
             tag = np.int64(srcid) << K.LOC_SHIFT
             hit = loc[(loc >> K.LOC_SHIFT) == srcid]
             slots = np.unique(hit - tag)
-            snap = {i: col[slots] for i, col in self.strings.items()}
-        return rem, _StringSnapshot(self.layout, slots, snap)
+            # the rows' string positions now; the chunks are immutable, only appended to
+            snap = _StringSnapshot(
+                self.layout, slots, self.string_rows[slots],
+                {i: list(c) for i, c in self.string_chunks.items()}, list(self.chunk_starts),
+            )  # fmt: skip
+        return rem, snap
 
     def string_values(self, field: Field, positions: np.ndarray) -> list:
         """Python values (str or None) of string field `field` at slots `positions`."""
         with self._read_lock():
-            return list(self.strings[self.layout.index[field.name]][positions])
+            return read_strings(
+                self.string_chunks[self.layout.index[field.name]],
+                self.chunk_starts,
+                self.string_rows[positions],
+            )
 
     def sorted_run(self) -> tuple[np.ndarray, np.ndarray, dict[int, pa.Array]]:
         """(keys sorted, records, {string field: large_string array}), copies owned by the caller."""
@@ -123,21 +146,54 @@ class Memtable:
             order = np.argsort(self.slot_keys[:n], kind="stable")
             keys = self.slot_keys[:n][order]
             recs = self.recs[:n][order]
-            strings = {
-                i: pa.array(col[:n][order], type=pa.large_string(), from_pandas=True)
-                for i, col in self.strings.items()
-            }
+            strings = self._sorted_strings(order) if self.string_chunks else {}
         return keys, recs, strings
+
+    def _sorted_strings(self, order: np.ndarray) -> dict[int, pa.Array]:
+        # Arrow's concat and take release the GIL (a flush runs beside the serving threads)
+        rows = self.string_rows[: len(order)][order]
+        rows = pa.array(rows, mask=rows < 0)
+        return {
+            i: pa.concat_arrays(chunks).take(rows)
+            if chunks
+            else pa.nulls(len(rows), pa.large_string())
+            for i, chunks in self.string_chunks.items()
+        }
+
+
+def read_strings(chunks: list[pa.Array], starts: list[int], rows: np.ndarray) -> list:
+    """Python values (str or None) at `rows` of the concatenation of `chunks` (chunk c starting
+    at row starts[c]); a negative row reads None."""
+    if len(rows) <= 4:  # the serving case: scalar reads beat building a take() array
+        out: list = []
+        for r in rows.tolist():
+            if r < 0:
+                out.append(None)
+            else:
+                c = bisect.bisect_right(starts, r) - 1
+                out.append(chunks[c][r - starts[c]].as_py())
+        return out
+    taken = pa.chunked_array(chunks, type=pa.large_string()).take(pa.array(rows, mask=rows < 0))
+    return taken.to_pylist()
 
 
 class _StringSnapshot:
-    """String values of some memtable slots, copied at lookup time."""
+    """String positions of some memtable slots, copied at lookup time."""
 
-    def __init__(self, layout: Layout, slots: np.ndarray, values: dict[int, np.ndarray]) -> None:
+    def __init__(
+        self,
+        layout: Layout,
+        slots: np.ndarray,
+        rows: np.ndarray,
+        chunks: dict[int, list[pa.Array]],
+        starts: list[int],
+    ) -> None:
         self.layout = layout
         self.slots = slots  # sorted, unique
-        self.values = values
+        self.rows = rows  # string row of each slot
+        self.chunks = chunks
+        self.starts = starts
 
     def string_values(self, field: Field, positions: np.ndarray) -> list:
-        col = self.values[self.layout.index[field.name]]
-        return list(col[np.searchsorted(self.slots, positions)])
+        rows = self.rows[np.searchsorted(self.slots, positions)]
+        return read_strings(self.chunks[self.layout.index[field.name]], self.starts, rows)

@@ -128,10 +128,10 @@ class Layout:
         created_ts: np.ndarray,
         seq: int,
         features: pa.RecordBatch | pa.Table,
-    ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    ) -> tuple[np.ndarray, dict[int, pa.Array]]:
         """Pack a batch into records.
 
-        Returns (records: (n, rowwords) int64, strings: {field index: object array of str/None}).
+        Returns (records: (n, rowwords) int64, strings: {field index: large_string array}).
         Raises OnlineError naming the column when a field is missing or has the wrong type.
         """
         n = len(event_ts)
@@ -142,7 +142,7 @@ class Layout:
         rec["created_ts"] = created_ts
         rec["seq"] = seq
         valid = np.zeros((n, max(1, self.bitmap_bytes * 8)), dtype=np.bool_)
-        strings: dict[int, np.ndarray] = {}
+        strings: dict[int, pa.Array] = {}
         cols = set(features.schema.names)
         for i, f in enumerate(self.fields):
             if f.name not in cols:
@@ -268,7 +268,9 @@ def _numpy(col: pa.Array, fill: object) -> np.ndarray:
     return col.to_numpy(zero_copy_only=False)
 
 
-def _strings(col: pa.Array, f: Field) -> np.ndarray:
-    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+def _strings(col: pa.Array, f: Field) -> pa.Array:
+    if pa.types.is_large_string(col.type):
+        return col
+    if not pa.types.is_string(col.type):
         raise _type_error(f, col)
-    return col.to_numpy(zero_copy_only=False).astype(object, copy=False)
+    return col.cast(pa.large_string())

@@ -224,7 +224,7 @@ class LSMTree:
                     # than grow this one by copying it
                     self._freeze()
                     mem = self._version.mems[0]
-                sbytes = sum(features.column(self._layout.fields[i].name).nbytes for i in strings)
+                sbytes = sum(c.nbytes for c in strings.values())
                 mem.insert(keys, records, rows, strings, sbytes)
                 self._max_ev = max(self._max_ev, int(ev.max()))
                 self._max_cr = max(self._max_cr, int(cr.max()))
