@@ -262,6 +262,8 @@ def parse_ingest_json(body: bytes) -> dict[str, list]:
 def _kind(value: Any) -> str:
     if value is None:
         return "null"
+    if isinstance(value, str | list) and not value:  # "got a string" would puzzle the sender
+        return "an empty string" if isinstance(value, str) else "an empty list"
     return {
         bool: "a boolean",
         int: "a number",

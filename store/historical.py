@@ -6,17 +6,18 @@ thread.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
-from offline import FeatureQuery
+from offline import FeatureQuery, SchemaMismatchError
 from store.batch import EVENT_TS, from_epoch_seconds
 from store.dtypes import arrow_type
-from store.errors import EntityKeyError
+from store.errors import EntityKeyError, ValidationError
 from store.features import FeaturePlan
 
 SEQ_METADATA = b"rickhouse.seq"  # schema metadata naming the seq a historical result was taken at
@@ -54,6 +55,12 @@ def entity_table(entity_df: Any, plan: FeaturePlan) -> pa.Table | str:
         raise EntityKeyError(
             f"entity_df must be a pandas DataFrame, pyarrow Table or a parquet path, got {type(entity_df).__name__}"
         )
+    names = table.column_names
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise EntityKeyError(f"entity_df repeats column {dup!r}", column=dup)
+    if "" in names:
+        raise EntityKeyError("entity_df has a column with an empty name", column="")
     for name, dtype in plan.join_keys:
         if name not in table.column_names:
             raise EntityKeyError(f"entity_df lacks join key {name!r}", column=name)
@@ -79,6 +86,17 @@ def entity_table(entity_df: Any, plan: FeaturePlan) -> pa.Table | str:
             ) from None
         table = table.set_column(table.schema.get_field_index(EVENT_TS), EVENT_TS, ts)
     return table
+
+
+@contextmanager
+def entity_errors() -> Iterator[None]:
+    """The offline store's refusals of a join's input (an entity column missing, mistyped or
+    colliding with a feature, a null or out-of-range event_timestamp) as a ValidationError:
+    the caller's input is wrong, not the store."""
+    try:
+        yield
+    except SchemaMismatchError as e:
+        raise ValidationError(str(e)) from None
 
 
 def logical_names(table: pa.Table, plan: FeaturePlan, storage: Mapping[str, str]) -> pa.Table:

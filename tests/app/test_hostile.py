@@ -7,7 +7,9 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
@@ -23,6 +25,10 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     outside = tmp_path_factory.mktemp("outside")
     pa.parquet.write_table(pa.table({"user_id": [1]}), outside / "secret.parquet")
     os.symlink(outside / "secret.parquet", root / "link.parquet")
+    (root / "junk.parquet").write_bytes(b"PAR1 not parquet PAR1")
+    pq.write_table(pa.table({"user_id": [1]}), root / "nots.parquet")
+    ts = pa.array([None], pa.timestamp("ns", "UTC"))
+    pq.write_table(pa.table({"user_id": [1], "event_timestamp": ts}), root / "nullts.parquet")
     return root
 
 
@@ -40,7 +46,34 @@ def missing(name: str) -> dict:
     return {k: v for k, v in USER_STATS.items() if k != name}
 
 
+def arrow_rows(**over: pa.Array) -> pa.Table:
+    """One valid user_stats row as Arrow, with some columns replaced."""
+    cols = {
+        "user_id": pa.array([7], pa.int64()),
+        "event_timestamp": pa.array([0], pa.timestamp("s", "UTC")),
+        "ctr": pa.array([0.5], pa.float32()),
+        "country": pa.array(["x"]),
+        "visits": pa.array([1]),
+        "premium": pa.array([True]),
+        "emb": pa.array([[1.0, 2.0, 3.0]], pa.list_(pa.float32(), 3)),
+        "seen": pa.array([0], pa.timestamp("s", "UTC")),
+    }
+    return pa.table({**cols, **over})
+
+
+def not_utf8() -> pa.Array:
+    """A string array whose one value is not UTF-8: IPC reading does not check string data."""
+    offsets = pa.py_buffer(np.array([0, 2], np.int32))
+    return pa.Array.from_buffers(pa.string(), 1, [None, offsets, pa.py_buffer(b"\xff\xfe")])
+
+
+def arrow_with_repeated_column() -> bytes:
+    t = arrow_rows()
+    return arrow_ipc(pa.Table.from_arrays([*t.columns, pa.array([5])], [*t.column_names, "visits"]))
+
+
 ENTS = {"user_id": [1], "event_timestamp": ["2025-02-01T00:00:00Z"]}
+ENT_ROWS = pa.table({"user_id": [1], "event_timestamp": pa.array([0], pa.timestamp("s"))})
 CASES = [
     # (method, path, kwargs, expected status, text the message must contain)
     ("post", "/get-online-features", {"content": b"{nope"}, 422, "not valid JSON"),
@@ -336,6 +369,172 @@ CASES = [
     ("get", "/v1/feature-views/" + "x%27%3B%20DROP", {}, 404, "DROP"),
     ("get", "/nope", {}, 404, ""),
     ("delete", "/v1/definitions", {}, 405, ""),
+    # --- found by fuzzing: each of these was a 500 (or wrote something) before
+    # ints >= 2**63 (orjson reads them as ints) and mixed vectors escaped convert_batch
+    (
+        "post",
+        "/write-to-online-store",
+        {"json": {"feature_view_name": "user_stats", "df": rows(visits=[2**63, 1, 2])}},
+        422,
+        "user_stats",
+    ),
+    ("post", "/v1/ingest/user_stats", {"json": rows(event_timestamp=[2**63, 1, 2])}, 422, ""),
+    ("post", "/v1/ingest/user_stats", {"json": rows(ctr=[2**63, 1, 2])}, 422, "user_stats"),
+    (
+        "post",
+        "/v1/ingest/user_stats",
+        {"json": rows(emb=[[1, 2, 3], [1, 2, "x"], None])},
+        422,
+        "user_stats",
+    ),
+    # a null inside a vector: online read it as 0.0, offline kept null (audit mismatch)
+    (
+        "post",
+        "/push",
+        {"json": {"push_source_name": "user_stats_push", "df": rows(emb=[[1.0, None, 3.0]] * 3)}},
+        422,
+        "null element",
+    ),
+    # Arrow bodies: rows after the first stream were silently dropped; a repeated column
+    # silently lost one of its copies; a field name that is not UTF-8 was a 500
+    (
+        "post",
+        "/v1/ingest/user_stats",
+        {"content": arrow_ipc(arrow_rows()) * 2, "headers": {"Content-Type": ARROW}},
+        422,
+        "after the end",
+    ),
+    (
+        "post",
+        "/v1/ingest/user_stats",
+        {"content": arrow_with_repeated_column(), "headers": {"Content-Type": ARROW}},
+        422,
+        "repeats column 'visits'",
+    ),
+    (
+        "post",
+        "/v1/ingest/user_stats",
+        {
+            "content": arrow_ipc(arrow_rows(zq=pa.array([1]))).replace(b"zq", b"\xff\xfe"),
+            "headers": {"Content-Type": ARROW},
+        },
+        422,
+        "Arrow",
+    ),
+    # training export
+    (
+        "post",
+        "/v1/training-export",
+        {"json": {"entities_path": "a" * 5000 + ".parquet", "features": ["user_stats:ctr"]}},
+        422,
+        "not a usable path",
+    ),
+    (
+        "post",
+        "/v1/training-export",
+        {"json": {"entities_path": "junk.parquet", "features": ["user_stats:ctr"]}},
+        422,
+        "not a readable Parquet file",
+    ),
+    (
+        "post",
+        "/v1/training-export",
+        {"json": {"entities_path": "nots.parquet", "features": ["user_stats:ctr"]}},
+        422,
+        "event_timestamp",
+    ),
+    (
+        "post",
+        "/v1/training-export",
+        {"json": {"entities_path": "nullts.parquet", "features": ["user_stats:ctr"]}},
+        422,
+        "null",
+    ),
+    (
+        "post",
+        "/v1/training-export",
+        {"json": {"entities": ENTS, "features": ["user_stats:ctr"], "as_of_seq": "\u00b2"}},
+        422,
+        "as_of_seq",
+    ),
+    (
+        "post",
+        "/v1/training-export?features=user_stats:ctr&as_of_seq=" + "9" * 5000,
+        {"content": arrow_ipc(ENT_ROWS), "headers": {"Content-Type": ARROW}},
+        422,
+        "as_of_seq",
+    ),
+    (
+        "post",
+        "/v1/training-export",
+        {
+            "json": {
+                "entities": {**ENTS, "event_timestamp": ["0001-01-01"]},
+                "features": ["user_stats:ctr"],
+            }
+        },
+        422,
+        "1677",
+    ),
+    (
+        "post",
+        "/v1/training-export",
+        {"json": {"entities": {**ENTS, "ctr": [1.0]}, "features": ["user_stats:ctr"]}},
+        422,
+        "collides",
+    ),
+    (
+        "post",
+        "/v1/training-export",
+        {"json": {"entities": {**ENTS, "": [1]}, "features": ["user_stats:ctr"]}},
+        422,
+        "empty name",
+    ),
+    (
+        "post",
+        "/v1/training-export",
+        {"json": {"entities": {**ENTS, "label": [2**63]}, "features": ["user_stats:ctr"]}},
+        422,
+        "label",
+    ),
+    (
+        "post",
+        "/v1/training-export?features=user_stats:ctr",
+        {
+            "content": arrow_ipc(
+                pa.Table.from_arrays(
+                    [*ENT_ROWS.columns, pa.array([2])], [*ENT_ROWS.column_names, "user_id"]
+                )
+            ),
+            "headers": {"Content-Type": ARROW},
+        },
+        422,
+        "repeat column 'user_id'",
+    ),
+    (
+        "post",
+        "/v1/training-export?features=user_stats:ctr",
+        {
+            "content": arrow_ipc(pa.table({"user_id": [1], "event_timestamp": ["2025-01-01"]})),
+            "headers": {"Content-Type": ARROW},
+        },
+        422,
+        "must be a timestamp",
+    ),
+    (  # "$" let a trailing newline into the exports directory
+        "post",
+        "/v1/training-export",
+        {"json": {"entities": ENTS, "features": ["user_stats:ctr"], "out": "x.parquet\n"}},
+        422,
+        "plain file name",
+    ),
+    (
+        "post",
+        "/v1/training-export",
+        {"json": {"entities": ENTS, "feature_service": ""}},
+        422,
+        "got an empty string",
+    ),
 ]
 
 
@@ -425,3 +624,44 @@ def test_a_locked_root_serves_503_with_the_reason(client: TestClient, root: Path
         )
         assert r.status_code == 503
     assert client.get("/health").status_code == 200
+
+
+def test_arrow_strings_that_are_not_utf8_never_reach_the_commit_log(tmp_path: Path) -> None:
+    """IPC reading does not check string data: a non-UTF-8 string used to be logged and applied,
+    then every online read of that entity failed (or, with the current online engine, the apply
+    failed the store, and every reopen failed replaying it)."""
+    root = make_root(tmp_path)
+    body = arrow_ipc(arrow_rows(country=not_utf8()))
+    with make_client(root) as c:
+        seq = last_seq(c)
+        r = c.post("/v1/ingest/user_stats", content=body, headers={"Content-Type": ARROW})
+        assert r.status_code == 422, r.text
+        assert "'country'" in r.json()["error"]["message"]
+        r = c.post(
+            "/v1/training-export?features=user_stats:ctr",
+            content=arrow_ipc(ENT_ROWS.append_column("label", not_utf8())),
+            headers={"Content-Type": ARROW},
+        )
+        assert r.status_code == 422 and "'label'" in r.json()["error"]["message"], r.text
+        assert last_seq(c) == seq
+        r = c.post(
+            "/v1/ingest/user_stats",
+            content=arrow_ipc(arrow_rows()),
+            headers={"Content-Type": ARROW},
+        )
+        assert r.status_code == 200, r.text
+        assert all(v["mismatches"] == 0 for v in c.post("/v1/audit").json().values())
+    with make_client(root) as c:  # the store reopens
+        assert c.get("/health").status_code == 200
+        assert last_seq(c) == seq + 1
+
+
+def test_store_refuses_invalid_arrow_data_from_python_too(tmp_path: Path) -> None:
+    from store import FeatureStore
+    from store.errors import ValidationError
+
+    with FeatureStore(make_root(tmp_path)) as fs:
+        seq = fs.last_seq
+        with pytest.raises(ValidationError, match="'country'"):
+            fs.ingest("user_stats", arrow_rows(country=not_utf8()))
+        assert fs.last_seq == seq
