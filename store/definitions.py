@@ -18,18 +18,31 @@ from store.dtypes import KEY_DTYPES, check_dtype
 from store.duration import format_duration, parse_duration
 from store.errors import DefinitionError
 
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # fullmatch: "$" would let a trailing newline in
+# Names become directory names (online/<view>__g<n>) and SQL identifiers: bounded well below a
+# file name's 255 bytes.
+MAX_NAME = 128
 RESERVED_COLUMNS = frozenset({"event_timestamp", "created_timestamp", "created"})
 _SECTIONS = ("entities", "feature_views", "feature_services", "push_sources")
 
 
 def check_name(name: object, where: str) -> str:
-    """Return `name` if it is a valid identifier (letter, then letters, digits, `_`)."""
-    if not isinstance(name, str) or not _NAME.match(name):
+    """Return `name` if it is a valid identifier (letter, then letters, digits, `_`; at most
+    MAX_NAME characters)."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise DefinitionError(
-            f"{where}: invalid name {name!r}; use a letter followed by letters, digits or '_'"
+            f"{where}: invalid name {_short(name)}; use a letter followed by letters, digits or '_'"
+        )
+    if len(name) > MAX_NAME:
+        raise DefinitionError(
+            f"{where}: name {_short(name)} has {len(name)} characters; at most {MAX_NAME}"
         )
     return name
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 @dataclass(frozen=True)
@@ -129,7 +142,8 @@ class Definitions:
         unknown = set(data) - set(_SECTIONS)
         if unknown:
             raise DefinitionError(
-                f"{where}: unknown section(s) {sorted(unknown)}; expected {', '.join(_SECTIONS)}"
+                f"{where}: unknown section(s) {sorted(unknown, key=str)}; "
+                f"expected {', '.join(_SECTIONS)}"
             )
         entities = _unique(
             [_entity(e, i) for i, e in enumerate(_list(data, "entities", where))], "entity"
@@ -183,7 +197,7 @@ def _mapping(obj: object, kind: str, i: int, required: tuple[str, ...], allowed:
             raise DefinitionError(f"{label}: missing field {key!r}")
     unknown = set(obj) - allowed
     if unknown:
-        raise DefinitionError(f"{label}: unknown field(s) {sorted(unknown)}")
+        raise DefinitionError(f"{label}: unknown field(s) {sorted(unknown, key=str)}")
     return dict(obj)
 
 
@@ -227,7 +241,7 @@ def _view(obj: object, i: int, entities: Mapping[str, Entity]) -> FeatureView:
         raise DefinitionError(f"{where}: entities must be a non-empty list of entity names")
     keys: list[tuple[str, str]] = []
     for e in ents:
-        if e not in entities:
+        if not isinstance(e, str) or e not in entities:
             raise DefinitionError(f"{where}: unknown entity {e!r}; define it under 'entities'")
         keys.extend((k, entities[e].dtype) for k in entities[e].join_keys)
     key_names = [k for k, _ in keys]
@@ -284,6 +298,6 @@ def _service(obj: object, i: int, views: Mapping[str, FeatureView]) -> FeatureSe
 def _push(obj: object, i: int, views: Mapping[str, FeatureView]) -> PushSource:
     d = _mapping(obj, "push source", i, ("name", "feature_view"), {"name", "feature_view"})
     name = check_name(d["name"], f"push source #{i}")
-    if d["feature_view"] not in views:
+    if not isinstance(d["feature_view"], str) or d["feature_view"] not in views:
         raise DefinitionError(f"push source {name!r}: unknown feature view {d['feature_view']!r}")
     return PushSource(name, d["feature_view"])

@@ -23,13 +23,13 @@ SCALAR_TYPES: dict[str, pa.DataType] = {
     "timestamp": TIMESTAMP,
 }
 KEY_DTYPES = ("int64", "string")
-_VECTOR = re.compile(r"^float32\[(\d+)\]$")
+_VECTOR = re.compile(r"float32\[([0-9]+)\]")  # fullmatch: "$" would take "float32[3]\n"
 MAX_VECTOR_DIM = 65536
 
 
 def vector_dim(dtype: str) -> int | None:
     """The N of `float32[N]`, or None for a scalar dtype."""
-    m = _VECTOR.match(dtype)
+    m = _VECTOR.fullmatch(dtype)
     return int(m.group(1)) if m else None
 
 

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.app.conftest import USER_STATS, arrow_ipc, last_seq, make_client, make_root
+from tests.app.conftest import DEFS, USER_STATS, arrow_ipc, last_seq, make_client, make_root
 
 ARROW = "application/vnd.apache.arrow.stream"
 SQL = "x'; DROP TABLE user_stats; --"
@@ -535,6 +535,40 @@ CASES = [
         422,
         "got an empty string",
     ),
+    # definitions: YAML keys of mixed types, unhashable names
+    (
+        "put",
+        "/v1/definitions",
+        {"content": b"{1: a, b: c}", "headers": {"Content-Type": "application/yaml"}},
+        422,
+        "unknown section(s) [1, 'b']",
+    ),
+    (
+        "put",
+        "/v1/definitions",
+        {
+            "json": {
+                **DEFS,
+                "feature_views": [
+                    *DEFS["feature_views"],
+                    {
+                        "name": "v2",
+                        "entities": [["user"]],
+                        "features": [{"name": "f", "dtype": "int64"}],
+                    },
+                ],
+            }
+        },
+        422,
+        "unknown entity",
+    ),
+    (
+        "put",
+        "/v1/definitions",
+        {"json": {**DEFS, "push_sources": [{"name": "p2", "feature_view": ["user_stats"]}]}},
+        422,
+        "unknown feature view",
+    ),
 ]
 
 
@@ -665,3 +699,40 @@ def test_store_refuses_invalid_arrow_data_from_python_too(tmp_path: Path) -> Non
         with pytest.raises(ValidationError, match="'country'"):
             fs.ingest("user_stats", arrow_rows(country=not_utf8()))
         assert fs.last_seq == seq
+
+
+def with_view(**view: object) -> dict:
+    base = {"name": "v2", "entities": ["user"], "features": [{"name": "f", "dtype": "int64"}]}
+    return {**DEFS, "feature_views": [*DEFS["feature_views"], {**base, **view}]}
+
+
+BRICKING_DEFINITIONS = [
+    # a name too long for a directory: the registry was saved, then the online tree could not
+    # be created (500), and the store could never be opened again
+    (with_view(name="v" * 300), "at most 128"),
+    # "$" let a trailing newline in; the offline store refused the name after the registry
+    # was saved: same outcome
+    (with_view(name="v2\n"), "invalid name"),
+    (with_view(features=[{"name": "f\n", "dtype": "int64"}]), "invalid name"),
+    (with_view(features=[{"name": "f", "dtype": "float32[3]\n"}]), "unsupported dtype"),
+    # a ttl beyond int64 nanoseconds was accepted, then every export of the view was a 500
+    (with_view(ttl=2**63 - 1), "too long"),  # seconds
+    (with_view(ttl="99999999999999999999d"), "too long"),
+]
+
+
+@pytest.mark.parametrize("definitions, fragment", BRICKING_DEFINITIONS)
+def test_definitions_that_would_break_the_store_are_refused(
+    tmp_path: Path, definitions: dict, fragment: str
+) -> None:
+    root = make_root(tmp_path)
+    with make_client(root) as c:
+        before = c.get("/v1/definitions").json()
+        r = c.put("/v1/definitions", json=definitions)
+        assert r.status_code == 422, r.text
+        assert fragment in r.json()["error"]["message"]
+        assert c.get("/v1/definitions").json() == before
+        body = {"entities": ENTS, "features": ["user_stats:ctr"], "output": "stream"}
+        assert c.post("/v1/training-export", json=body).status_code == 200
+    with make_client(root) as c:  # the store reopens
+        assert c.get("/health").status_code == 200
