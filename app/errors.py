@@ -6,8 +6,8 @@ Two body shapes (FEAST_REST.md):
   the Feast exception of that class.
 - Native endpoints (`/v1/...`, `/metrics`) answer `{"error": {"type": ..., "message": ...}}`.
 
-Store errors map by kind: not found -> 404, bad input or definitions -> 422, a locked or closed
-store -> 503. Anything else is a bug and stays a 500 (logged with its traceback), never a 200.
+Store errors map by kind: not found -> 404, bad input or definitions -> 422, a call overtaken by
+a concurrent apply -> 409, a locked or closed store -> 503. Anything else is a bug and stays a 500 (logged with its traceback), never a 200.
 """
 
 from __future__ import annotations
@@ -90,6 +90,8 @@ _STORE_MAP: tuple[tuple[type[store_errors.StoreError], int, str], ...] = (
     (store_errors.NotFoundError, 404, "FeastObjectNotFoundException"),
     (store_errors.ValidationError, 422, "FeastError"),  # EntityKeyError included
     (store_errors.DefinitionError, 422, "FeastError"),
+    # A concurrent apply overtook the call: nothing was written, retrying it is right.
+    (store_errors.ConflictError, 409, "FeastError"),
     (store_errors.WriterLockedError, 503, "FeastError"),
     (store_errors.ClosedError, 503, "FeastError"),
     # A damaged file is a server fault, not the client's: 500, but with a clear message.

@@ -7,6 +7,7 @@ online and historical reads, and the consistency audit.
 from store.definitions import Definitions
 from store.errors import (
     ClosedError,
+    ConflictError,
     CorruptionError,
     DefinitionError,
     EntityKeyError,
@@ -24,6 +25,7 @@ from store.online_response import OnlineResponse
 
 __all__ = [
     "ClosedError",
+    "ConflictError",
     "CorruptionError",
     "DefinitionError",
     "Definitions",

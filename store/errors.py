@@ -64,6 +64,11 @@ class UnknownPushSourceError(NotFoundError):
     kind = "push source"
 
 
+class ConflictError(StoreError):
+    """A concurrent change overtook the call (an apply redefined the view an ingest was
+    converted for); nothing of it was written, and the same call may simply be retried."""
+
+
 class WriterLockedError(StoreError):
     """Another process holds the writer lock of this store root."""
 

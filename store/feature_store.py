@@ -45,6 +45,7 @@ from store.dtypes import TIMESTAMP, arrow_type, vector_dim
 from store.entities import parse_entities
 from store.errors import (
     ClosedError,
+    ConflictError,
     StoreError,
     UnknownPushSourceError,
     UnknownViewError,
@@ -302,7 +303,10 @@ class FeatureStore:
         with self._lock:
             self._check_open()
             if self._snap.defs.feature_views.get(view) is not fv:
-                raise StoreError(f"feature view {view!r} was redefined during the ingest; retry")
+                raise ConflictError(
+                    f"feature view {view!r} was redefined while this batch was being validated; "
+                    "nothing was written: send it again"
+                )
             seq = self._next_seq
             if missing_created is not None:
                 now = max(time.time_ns(), self._last_created)
