@@ -18,11 +18,16 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from store import errors as store_errors
 
 log = logging.getLogger(__name__)
+
+# nginx's "client closed request": the client went away before its body arrived. The answer
+# reaches no one; the status tells /metrics and the logs that this was not a server fault.
+CLIENT_CLOSED = 499
 
 # The endpoints that speak Feast's error encoding.
 FEAST_PATHS = frozenset({"/get-online-features", "/write-to-online-store", "/push", "/health"})
@@ -169,9 +174,15 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _client_disconnect(request: Request, exc: Exception) -> Response:
+    log.debug("client disconnected before its body arrived: %s", request.url.path)
+    return Response(b"", status_code=CLIENT_CLOSED)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the mapping on `app`. Unexpected exceptions are left to Starlette (500 + log)."""
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(ClientDisconnect, _client_disconnect)
     app.add_exception_handler(store_errors.StoreError, _store_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -14,7 +14,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.body import read_asgi_body
-from app.errors import ApiError, error_body, store_error_status
+from app.errors import CLIENT_CLOSED, ApiError, error_body, store_error_status
 from app.feast_api import online_features_json
 from app.service import StoreService
 from store.errors import StoreError
@@ -47,8 +47,8 @@ class OnlineFastPath:
             else:
                 content = await svc.run_read(online_features_json, svc, body)
             status = 200
-        except ClientDisconnect:
-            return
+        except ClientDisconnect:  # nothing to answer; the status is for /metrics
+            status, content = CLIENT_CLOSED, b""
         except ApiError as exc:
             status = exc.status
             content = error_body(PATH, status, exc.type, exc.feast_class, exc.message)

@@ -773,3 +773,53 @@ def test_an_ingest_overtaken_by_an_apply_is_a_409_and_writes_nothing(
         assert last_seq(c) == seq
         assert c.post("/v1/ingest/user_stats", json=USER_STATS).status_code == 200
         assert all(v["mismatches"] == 0 for v in c.post("/v1/audit").json().values())
+
+
+def _statuses(client: TestClient, status: int) -> int:
+    """How many requests /metrics counts with `status`."""
+    lines = client.get("/metrics").text.splitlines()
+    return sum(
+        int(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith("rickhouse_http_requests_total") and f'status="{status}"' in line
+    )
+
+
+def test_a_client_gone_before_its_body_arrived_is_not_a_server_error(client: TestClient) -> None:
+    """A client that disconnects mid-body: the fast path counted it as a 500 in /metrics, the
+    other endpoints raised ClientDisconnect out of the app (a logged 'Exception in ASGI
+    application' and a 500). Now a 499 (client closed request) everywhere; nothing written."""
+
+    async def call(path: str) -> list[dict]:
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+        }
+        await client.app(scope, receive, send)
+        return sent
+
+    seq, errors = last_seq(client), _statuses(client, 500)
+    for path in ("/get-online-features", "/v1/ingest/user_stats", "/write-to-online-store"):
+        sent = client.portal.call(call, path)
+        assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [499], path
+    assert _statuses(client, 500) == errors
+    assert _statuses(client, 499) >= 3
+    assert last_seq(client) == seq
