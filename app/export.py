@@ -284,23 +284,26 @@ def run_export(fs: Any, req: ExportRequest) -> dict[str, Any]:
     """Blocking: write the export under <root>/exports/; returns {"seq", "rows", "path"}."""
     out_dir = Path(fs.root) / EXPORTS_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
-    if req.mode == "file" and req.out_name:
-        out = out_dir / req.out_name
-        if out.exists():
-            raise ExportExistsError(f"export {req.out_name!r} already exists under {out_dir}")
-    elif req.mode == "file":
-        out = out_dir / f"export-{uuid.uuid4().hex[:12]}.parquet"
-    else:
-        out = out_dir / f".stream-{uuid.uuid4().hex}.parquet"
     if req.as_of_seq is not None and req.as_of_seq > fs.last_seq:
         raise BadRequestError(
             f"'as_of_seq' {req.as_of_seq} is ahead of the last committed seq {fs.last_seq}"
         )
-    try:
+    if req.mode == "file" and req.out_name:
+        out = out_dir / req.out_name
+        try:  # reserve the name atomically: of concurrent exports to one name, one wins
+            out.touch(exist_ok=False)
+        except FileExistsError:
+            raise ExportExistsError(
+                f"export {req.out_name!r} already exists under {out_dir}"
+            ) from None
+    elif req.mode == "file":
+        out = out_dir / f"export-{uuid.uuid4().hex[:12]}.parquet"
+    else:
+        out = out_dir / f".stream-{uuid.uuid4().hex}.parquet"
+    try:  # the offline store writes a temp file and renames it over `out`
         info = fs.export_training(req.entities, req.features, str(out), as_of_seq=req.as_of_seq)
     except BaseException:
-        if req.mode != "file" or not req.out_name:
-            out.unlink(missing_ok=True)
+        out.unlink(missing_ok=True)  # ours: reserved or written by this request
         raise
     return {"seq": int(info["seq"]), "rows": int(info["rows"]), "path": str(info.get("path", out))}
 
