@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-import yaml
 from fastapi import APIRouter, Request
 from starlette.background import BackgroundTask
 from starlette.responses import FileResponse, Response, StreamingResponse
@@ -20,7 +19,7 @@ from app import export, openapi_docs
 from app.body import ARROW_STREAM, media_type, read_body
 from app.errors import BadRequestError, UnsupportedMediaTypeError
 from app.metrics import render_store_stats
-from app.payloads import parse_ingest_json, parse_json, require_object
+from app.payloads import parse_ingest_json, parse_json, parse_yaml, require_object
 from app.service import StoreService
 from store.errors import UnknownViewError
 
@@ -136,8 +135,10 @@ async def get_definitions(request: Request) -> Response:
     return json_response(await svc.run_read(lambda: svc.store.definitions()))
 
 
-def _apply(svc: StoreService, definitions: dict[str, Any]) -> Any:
-    changes = svc.store.apply(definitions)
+def _apply(svc: StoreService, body: bytes, is_yaml: bool) -> Any:
+    """Blocking: parse (PyYAML is pure Python: seconds for a large body) and apply."""
+    definitions = parse_yaml(body) if is_yaml else parse_json(body)
+    changes = svc.store.apply(require_object(definitions, "the definitions"))
     svc.refresh_catalog()
     return changes
 
@@ -147,15 +148,8 @@ async def put_definitions(request: Request) -> Response:
     """Apply definitions (JSON or YAML text); answers {"changes": ...}. Refused changes: 422."""
     svc = _service(request)
     body = await read_body(request, svc.settings.max_body_bytes)
-    if media_type(request) in YAML_TYPES:
-        try:
-            definitions = yaml.safe_load(body)
-        except yaml.YAMLError as exc:
-            raise BadRequestError(f"the body is not valid YAML: {exc}") from None
-    else:
-        definitions = parse_json(body)
-    definitions = require_object(definitions, "the definitions")
-    return json_response({"changes": await svc.run_write(_apply, svc, definitions)})
+    is_yaml = media_type(request) in YAML_TYPES
+    return json_response({"changes": await svc.run_write(_apply, svc, body, is_yaml)})
 
 
 @router.get("/v1/feature-views")

@@ -11,6 +11,7 @@ import re
 from typing import Any, NamedTuple
 
 import orjson
+import yaml
 
 from app.catalog import Catalog
 from app.errors import BadRequestError, NotFoundApiError
@@ -18,6 +19,10 @@ from app.errors import BadRequestError, NotFoundApiError
 PUSH_TARGETS = ("online", "offline", "online_and_offline")
 _INT_RE = re.compile(r"^[+-]?\d{1,19}$")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+# Definitions are hundreds of values. YAML aliases share one object among many places, so a
+# body of a few hundred bytes can stand for 10**9 values (or a cycle); anything that walks or
+# prints it (a message naming the bad value) would take the process down with it.
+MAX_YAML_VALUES = 100_000
 
 
 def parse_json(body: bytes) -> Any:
@@ -28,6 +33,30 @@ def parse_json(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BadRequestError(f"the request body is not valid JSON: {exc}") from None
+
+
+def parse_yaml(body: bytes) -> Any:
+    """yaml.safe_load with a 422 that says where the YAML broke, and a bound on what its
+    aliases expand to (MAX_YAML_VALUES values, counted as if every alias were copied)."""
+    try:
+        obj = yaml.safe_load(body)
+    except yaml.YAMLError as exc:
+        raise BadRequestError(f"the body is not valid YAML: {exc}") from None
+    stack, seen = [obj], 0
+    while stack:  # stops after MAX_YAML_VALUES steps whatever the aliases expand to
+        value = stack.pop()
+        seen += 1
+        if seen > MAX_YAML_VALUES:
+            raise BadRequestError(
+                f"the YAML body expands to more than {MAX_YAML_VALUES} values (through "
+                "aliases, or an alias that contains itself); write the definitions out"
+            )
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return obj
 
 
 def require_object(obj: Any, what: str = "the request body") -> dict[str, Any]:
