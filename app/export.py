@@ -22,8 +22,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from app._ipc_size import stream_decoded_bytes
 from app.catalog import Catalog
-from app.errors import ApiError, BadRequestError, NotFoundApiError
+from app.errors import ApiError, BadRequestError, NotFoundApiError, PayloadTooLargeError
 from app.payloads import check_columns, check_refs, coerce_keys, parse_features, require_object
 from store.errors import UnknownFeatureServiceError
 
@@ -227,10 +228,10 @@ def parse_json_request(obj: Any, accept: str, catalog: Catalog, root: Path) -> E
 
 
 def parse_arrow_request(
-    body: bytes, params: Mapping[str, Any], accept: str, catalog: Catalog
+    body: bytes, params: Mapping[str, Any], accept: str, catalog: Catalog, limit: int
 ) -> ExportRequest:
     """Arrow IPC stream body = entity rows; features etc. as query parameters."""
-    table = read_arrow_stream(body)
+    table = read_arrow_stream(body, limit)
     query: dict[str, Any] = {}
     if params.get("features"):
         query["features"] = [r for item in params["features"] for r in item.split(",") if r]
@@ -247,8 +248,9 @@ def parse_arrow_request(
     )
 
 
-def read_arrow_stream(body: bytes) -> pa.Table:
-    """An Arrow IPC stream body as a table, fully validated (422 when it is not one).
+def read_arrow_stream(body: bytes, limit: int) -> pa.Table:
+    """An Arrow IPC stream body as a table, fully validated (422 when it is not one; 413 when
+    its compressed buffers decode to more than `limit` bytes, checked before decoding).
 
     Reading a stream checks its framing, not its data: a damaged or hostile body can declare
     buffers longer than it holds, bad offsets or strings that are not UTF-8. Such columns would
@@ -257,6 +259,16 @@ def read_arrow_stream(body: bytes) -> pa.Table:
     """
     if not body:
         raise BadRequestError("the request body is empty: send an Arrow IPC stream")
+    try:
+        decoded = stream_decoded_bytes(body, limit)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise BadRequestError(f"the body is not a valid Arrow IPC stream: {exc}") from None
+    if decoded > limit:
+        raise PayloadTooLargeError(
+            f"the Arrow IPC stream decodes to more than {limit} bytes "
+            "(RICKHOUSE_MAX_BODY_BYTES counts its compressed buffers decoded); send smaller "
+            "batches"
+        )
     source = pa.BufferReader(body)
     try:
         table = pa.ipc.open_stream(source).read_all()

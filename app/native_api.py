@@ -48,7 +48,7 @@ def json_response(value: Any, status: int = 200) -> Response:
 
 def _ingest(svc: StoreService, view: str, body: bytes, kind: str) -> dict[str, int]:
     if kind == ARROW_STREAM:
-        data: Any = export.read_arrow_stream(body)
+        data: Any = export.read_arrow_stream(body, svc.settings.max_body_bytes)
         rows = data.num_rows
         if rows == 0:
             raise BadRequestError("the Arrow IPC stream has no rows")
@@ -79,7 +79,9 @@ async def ingest(view: str, request: Request) -> Response:
 
 def _parse_export(svc: StoreService, request_kind: str, body: bytes, params: dict, accept: str):
     if request_kind == ARROW_STREAM:
-        return export.parse_arrow_request(body, params, accept, svc.catalog)
+        return export.parse_arrow_request(
+            body, params, accept, svc.catalog, svc.settings.max_body_bytes
+        )
     return export.parse_json_request(parse_json(body), accept, svc.catalog, svc.settings.root)
 
 
