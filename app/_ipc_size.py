@@ -7,7 +7,12 @@ allocates while decoding, so the decoded size is summed from the record batch he
 more than the limit is refused before a byte of it is decoded.
 
 The headers are FlatBuffers (Arrow's format/Message.fbs, frozen since Arrow 1.0); only the few
-fields needed are read, by hand. Pure functions; safe from any thread.
+fields needed are read, by hand.
+
+Decoded, a dictionary-encoded string column can still grow when the store materializes it:
+3000 indices to one 1 MB value cast to 3 GB (Arrow gives up at 2 GB, after 4 s).
+`dictionary_expansion_bytes` says what that would take, without materializing it.
+Pure functions; safe from any thread.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import struct
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 # Message.fbs: Message {version, header_type, header, bodyLength, custom_metadata}
 _MESSAGE_HEADER_TYPE, _MESSAGE_HEADER = 1, 2
@@ -101,3 +107,26 @@ def stream_decoded_bytes(body: bytes, limit: int) -> int:
             break
         total += message_decoded_bytes(message)
     return total
+
+
+def dictionary_expansion_bytes(table: pa.Table) -> int:
+    """Bytes the dictionary-encoded string and binary columns of `table` take once decoded
+    (the length of each row's value, summed in C++; nothing is materialized)."""
+    total = 0
+    for column in table.columns:
+        t = column.type
+        if not (pa.types.is_dictionary(t) and _is_binary(t.value_type)):
+            continue
+        for chunk in column.chunks:
+            lengths = pc.binary_length(chunk.dictionary).cast(pa.int64())
+            total += pc.sum(pc.take(lengths, chunk.indices)).as_py() or 0
+    return total
+
+
+def _is_binary(t: pa.DataType) -> bool:
+    return (
+        pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+    )

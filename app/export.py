@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from app._ipc_size import stream_decoded_bytes
+from app._ipc_size import dictionary_expansion_bytes, stream_decoded_bytes
 from app.catalog import Catalog
 from app.errors import ApiError, BadRequestError, NotFoundApiError, PayloadTooLargeError
 from app.payloads import check_columns, check_refs, coerce_keys, parse_features, require_object
@@ -289,6 +289,11 @@ def read_arrow_stream(body: bytes, limit: int) -> pa.Table:
                 f"the body is not a valid Arrow IPC stream: column {name!r} holds invalid data "
                 f"({exc})"
             ) from None
+    if decoded + dictionary_expansion_bytes(table) > limit:
+        raise PayloadTooLargeError(
+            f"the Arrow IPC stream's dictionary-encoded columns decode to more than {limit} "
+            "bytes (RICKHOUSE_MAX_BODY_BYTES); send smaller batches or plain strings"
+        )
     return table
 
 

@@ -925,3 +925,24 @@ def test_damaged_arrow_bodies_are_4xx_and_write_nothing(client: TestClient) -> N
         assert r.status_code < 500, r.text
     assert 422 in statuses
     assert all(v["mismatches"] == 0 for v in client.post("/v1/audit").json().values())
+
+
+def test_a_dictionary_column_is_limited_by_what_it_expands_to(tmp_path: Path) -> None:
+    """A dictionary-encoded string column is small on the wire and in memory, and the store
+    casts it to plain strings: 3000 indices to one 1 MB value made Arrow allocate 2 GB for
+    4 s before giving up (a ~1 MB body). Its expansion now counts against the body limit."""
+    indices = pa.array(np.zeros(1000, np.int32))
+    country = pa.DictionaryArray.from_arrays(indices, pa.array(["x" * 10_000]))
+    body = arrow_ipc(pa.table({"country": country}))
+    assert len(body) < 20_000
+    with make_client(make_root(tmp_path), max_body_bytes=1_000_000) as c:
+        r = c.post("/v1/ingest/user_stats", content=body, headers={"Content-Type": ARROW})
+        assert r.status_code == 413, r.text
+        assert "dictionary-encoded" in r.json()["error"]["message"]
+        small = pa.array(["NL"]).dictionary_encode()
+        r = c.post(
+            "/v1/ingest/user_stats",
+            content=arrow_ipc(arrow_rows(country=small)),
+            headers={"Content-Type": ARROW},
+        )
+        assert r.status_code == 200, r.text
