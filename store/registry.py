@@ -20,6 +20,11 @@ from store.definitions import Definitions, FeatureView
 from store.errors import CorruptionError, DefinitionError
 
 REGISTRY_FILE = "registry.json"
+# Each feature view is an online tree with its own flush and compaction threads and open files,
+# opened by the apply that adds it (~80 ms each, under the ingest lock). Thousands in one apply
+# hold ingests for minutes and then exhaust threads or file descriptors, after the registry is
+# saved; the store would not open again. Checked on apply only: a registry holding more opens.
+MAX_FEATURE_VIEWS = 1000
 REGISTRY_VERSION = 1  # on-disk format version of registry.json
 
 
@@ -87,6 +92,12 @@ def plan_apply(
     old: Definitions, new: Definitions, has_data: Callable[[str], bool], force: bool = False
 ) -> ApplyPlan:
     """Diff `new` against the applied `old`; raise DefinitionError for a refused change."""
+    added = len(new.feature_views.keys() - old.feature_views.keys())
+    if added and len(new.feature_views) > MAX_FEATURE_VIEWS:
+        raise DefinitionError(
+            f"the definitions hold {len(new.feature_views)} feature views; a store serves at "
+            f"most {MAX_FEATURE_VIEWS} (each is an online tree with its own threads and files)"
+        )
     reset: set[str] = set()
     details: dict[str, list[str]] = {}
     views: dict[str, FeatureView] = {}

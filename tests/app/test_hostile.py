@@ -946,3 +946,24 @@ def test_a_dictionary_column_is_limited_by_what_it_expands_to(tmp_path: Path) ->
             headers={"Content-Type": ARROW},
         )
         assert r.status_code == 200, r.text
+
+
+def test_definitions_with_more_views_than_a_store_serves_are_refused(tmp_path: Path) -> None:
+    """Each view is an online tree with threads and open files, opened under the ingest lock:
+    one PUT of 2000 views held ingests for 158 s and left 4000 threads and 2000 descriptors;
+    20000 would have run out of descriptors after the registry was saved (a store that never
+    opens again). At most MAX_FEATURE_VIEWS, refused before anything is opened."""
+    from store.registry import MAX_FEATURE_VIEWS
+
+    extra = [
+        {"name": f"v{i}", "entities": ["user"], "features": [{"name": "f", "dtype": "int64"}]}
+        for i in range(MAX_FEATURE_VIEWS)
+    ]
+    with make_client(make_root(tmp_path)) as c:
+        before = c.get("/v1/definitions").json()
+        r = c.put(
+            "/v1/definitions", json={**DEFS, "feature_views": [*DEFS["feature_views"], *extra]}
+        )
+        assert r.status_code == 422, r.text[:300]
+        assert f"at most {MAX_FEATURE_VIEWS}" in r.json()["error"]["message"]
+        assert c.get("/v1/definitions").json() == before
