@@ -47,6 +47,14 @@ def check_dtype(dtype: object, where: str) -> str:
     )
 
 
+def row_bytes(dtype: str) -> int:
+    """Bytes a value of `dtype` takes in an online record (a string: its 8-byte reference)."""
+    dim = vector_dim(dtype)
+    if dim is not None:
+        return 4 * dim
+    return {"int32": 4, "float32": 4, "bool": 1}.get(dtype, 8)
+
+
 def arrow_type(dtype: str) -> pa.DataType:
     """The Arrow type that a column of `dtype` has inside the store."""
     t = SCALAR_TYPES.get(dtype)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from store.definitions import Definitions, FeatureView
+from store.dtypes import row_bytes
 from store.errors import CorruptionError, DefinitionError
 
 REGISTRY_FILE = "registry.json"
@@ -25,6 +26,10 @@ REGISTRY_FILE = "registry.json"
 # hold ingests for minutes and then exhaust threads or file descriptors, after the registry is
 # saved; the store would not open again. Checked on apply only: a registry holding more opens.
 MAX_FEATURE_VIEWS = 1000
+# An online record holds every feature of a view at fixed width: a float32[65536] is 256 KiB.
+# Past 2 GiB the engine cannot lay a record out at all (a 500 after the registry was saved,
+# and a store that no longer opened); far below that, every row costs that much memory.
+MAX_ROW_BYTES = 4 << 20
 REGISTRY_VERSION = 1  # on-disk format version of registry.json
 
 
@@ -98,6 +103,13 @@ def plan_apply(
             f"the definitions hold {len(new.feature_views)} feature views; a store serves at "
             f"most {MAX_FEATURE_VIEWS} (each is an online tree with its own threads and files)"
         )
+    for name, view in new.feature_views.items():
+        size = sum(row_bytes(f.dtype) for f in view.features)
+        if size > MAX_ROW_BYTES and view != old.feature_views.get(name):
+            raise DefinitionError(
+                f"feature view {name!r}: a row of its features takes {size} bytes online; at "
+                f"most {MAX_ROW_BYTES} (a float32[N] takes 4*N): split it into several views"
+            )
     reset: set[str] = set()
     details: dict[str, list[str]] = {}
     views: dict[str, FeatureView] = {}

@@ -967,3 +967,22 @@ def test_definitions_with_more_views_than_a_store_serves_are_refused(tmp_path: P
         assert r.status_code == 422, r.text[:300]
         assert f"at most {MAX_FEATURE_VIEWS}" in r.json()["error"]["message"]
         assert c.get("/v1/definitions").json() == before
+
+
+def test_a_view_whose_online_row_is_too_wide_is_refused(tmp_path: Path) -> None:
+    """20000 float32[65536] features: the online engine could not lay the record out
+    (numpy: integer won't fit into a C int), a 500 after the registry was saved, and the
+    store never opened again."""
+    from store.registry import MAX_ROW_BYTES
+
+    wide = [{"name": f"f{i}", "dtype": "float32[65536]"} for i in range(20_000)]
+    with make_client(make_root(tmp_path)) as c:
+        before = c.get("/v1/definitions").json()
+        r = c.put("/v1/definitions", json=with_view(features=wide))
+        assert r.status_code == 422, r.text[:300]
+        assert f"at most {MAX_ROW_BYTES}" in r.json()["error"]["message"]
+        assert c.get("/v1/definitions").json() == before
+        fits = [{"name": f"f{i}", "dtype": "float32[65536]"} for i in range(4)]
+        assert c.put("/v1/definitions", json=with_view(features=fits)).status_code == 200
+    with make_client(tmp_path) as c:  # the store reopens
+        assert c.get("/health").status_code == 200
