@@ -256,11 +256,23 @@ class FeatureStore:
                 generation[name] = generation.get(name, 0) + 1
                 with self._claims_lock:  # slots of the dropped incarnation mean nothing now
                     self._claims.pop(name, None)
-            self._registry.save(plan.definitions, reset_seq, generation)
+            # Views new to this store get their trees before the registry names them: a tree
+            # that cannot be created (a file system limit, no threads left) refuses the apply
+            # whole, instead of saving a registry the store could never open again.
+            added = self._open_added(plan.definitions, trees)
+            try:
+                self._registry.save(plan.definitions, reset_seq, generation)
+            except BaseException:
+                for tree in added.values():
+                    tree.close()
+                raise
             if plan.reset_views:
                 self._drop_data(plan.reset_views, trees, old_storage)
             for name, view in plan.definitions.feature_views.items():
-                if name not in trees or view != old.feature_views.get(name):
+                if name in added:
+                    trees[name] = added[name]
+                    self._register_offline(view)
+                elif name not in trees or view != old.feature_views.get(name):
                     if name in trees and name not in plan.reset_views:
                         trees[name].close()
                     trees[name] = self._open_tree(view)
@@ -269,6 +281,19 @@ class FeatureStore:
             self._snap = _Snapshot(plan.definitions, trees, storage, {})
             log.info("applied definitions: %s", {k: v for k, v in plan.changes.items() if v})
             return plan.changes
+
+    def _open_added(self, defs: Definitions, trees: Mapping[str, LSMTree]) -> dict[str, LSMTree]:
+        """Open the trees of the views of `defs` that have none yet; all of them, or none."""
+        added: dict[str, LSMTree] = {}
+        try:
+            for name, view in defs.feature_views.items():
+                if name not in trees:
+                    added[name] = self._open_tree(view)
+        except BaseException:
+            for tree in added.values():
+                tree.close()
+            raise
+        return added
 
     def _drop_data(
         self, views: set[str], trees: dict[str, LSMTree], old_storage: Mapping[str, str]

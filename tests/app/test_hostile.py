@@ -986,3 +986,32 @@ def test_a_view_whose_online_row_is_too_wide_is_refused(tmp_path: Path) -> None:
         assert c.put("/v1/definitions", json=with_view(features=fits)).status_code == 200
     with make_client(tmp_path) as c:  # the store reopens
         assert c.get("/health").status_code == 200
+
+
+def test_an_apply_whose_new_tree_cannot_be_created_saves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """apply saved the registry, then opened the trees of new views: any failure there (the
+    name and width cases above, or a file system or thread limit) left a registry naming a
+    view without a tree, and the store did not open again. New views' trees are now opened
+    first; a failure refuses the apply whole."""
+    root = make_root(tmp_path)
+    with make_client(root) as c:
+        fs = c.app.state.service.store
+        before = c.get("/v1/definitions").json()
+        open_tree = fs._open_tree
+
+        def failing_open_tree(view: object) -> object:
+            if getattr(view, "name", None) == "v2":
+                raise OSError(28, "No space left on device")
+            return open_tree(view)
+
+        monkeypatch.setattr(fs, "_open_tree", failing_open_tree)
+        with pytest.raises(OSError, match="No space"):  # a server fault: 500
+            c.put("/v1/definitions", json=with_view())
+        monkeypatch.undo()
+        assert c.get("/v1/definitions").json() == before
+        assert c.post("/v1/ingest/user_stats", json=USER_STATS).status_code == 200
+    with make_client(root) as c:  # reopens with the definitions it had
+        assert c.get("/v1/definitions").json() == before
+        assert c.put("/v1/definitions", json=with_view()).status_code == 200
