@@ -30,6 +30,9 @@ class BearerAuthMiddleware:
             if name == b"authorization":
                 given = value
                 break
+        scheme, _, credentials = given.partition(b" ")
+        if scheme.lower() == b"bearer":  # the scheme is case-insensitive (RFC 7235)
+            given = b"Bearer " + credentials
         if hmac.compare_digest(given, self.expected):
             await self.app(scope, receive, send)
             return

@@ -228,11 +228,21 @@ def _cast(arr: pa.Array, dtype: str, target: pa.DataType) -> pa.Array:
 
 def _hint(arr: pa.Array, dtype: str) -> str:
     if dtype == "timestamp" and (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)):
-        return (
-            " (a number in a timestamp column is Unix epoch seconds; for nanoseconds pass a "
-            "timestamp type, e.g. pyarrow timestamp('ns') or pandas datetime64[ns])"
-        )
+        return _EPOCH_HINT
     return ""
+
+
+def _hint_for(value: Any, dtype: str) -> str:
+    """_hint of one Python value (which pyarrow may not even take: an int of 2^64, say)."""
+    if dtype == "timestamp" and isinstance(value, int | float) and not isinstance(value, bool):
+        return _EPOCH_HINT
+    return ""
+
+
+_EPOCH_HINT = (
+    " (a number in a timestamp column is Unix epoch seconds; for nanoseconds pass a "
+    "timestamp type, e.g. pyarrow timestamp('ns') or pandas datetime64[ns])"
+)
 
 
 def from_epoch_seconds(arr: pa.Array) -> pa.Array:
@@ -273,6 +283,6 @@ def _from_python(
         try:
             out.append(_cast(pa.array([v]), dtype, target))
         except _ARROW_ERRORS as e:
-            hint = _hint(pa.array([v]), dtype)
+            hint = _hint_for(v, dtype)
             raise _fail(view, column, i, f"cannot convert {v!r} to {dtype}: {e}{hint}") from None
     return pa.concat_arrays(out) if out else pa.array([], target)

@@ -641,6 +641,12 @@ def test_bearer_token_guards_everything_but_health(tmp_path: Path) -> None:
         ok = {"Authorization": "Bearer s3cret"}
         assert c.post("/get-online-features", json=body, headers=ok).status_code == 200
         assert c.get("/v1/stats", headers=ok).status_code == 200
+        for scheme in ("bearer", "BEARER"):  # the scheme is case-insensitive (RFC 7235)
+            assert (
+                c.get("/v1/stats", headers={"Authorization": f"{scheme} s3cret"}).status_code == 200
+            )
+        for given in ("Basic s3cret", "Bearers3cret", "bearer  s3cret", "s3cret"):
+            assert c.get("/v1/stats", headers={"Authorization": given}).status_code == 401, given
 
 
 def test_a_locked_root_serves_503_with_the_reason(client: TestClient, root: Path) -> None:

@@ -131,6 +131,8 @@ def test_created_column_is_taken_from_the_data() -> None:
         ("event_timestamp", None, 1, "must not be null"),
         ("event_timestamp", "yesterday", 1, "cannot convert"),
         ("i32", 2**40, 1, "cannot convert"),
+        ("user_id", 2**63, 1, "cannot convert"),  # beyond int64: pyarrow cannot even hold it
+        ("event_timestamp", 2**64, 1, "Unix epoch seconds"),
         ("flag", "yes", 1, "cannot convert"),
         ("emb", [1.0, 2.0], 1, "cannot convert"),
     ],
