@@ -71,7 +71,62 @@ def convert_batch(view: FeatureView, data: Any) -> tuple[pa.Table, np.ndarray | 
     created_timestamp_field, or a `created` column); else a bool mask of the rows (all of them
     when there is no such column) whose created_timestamp holds 0 for the caller to fill with
     the ingest time. A null created value is "not given", as Feast clients send it.
+
+    Every refusal is a ValidationError, and nothing invalid comes out: the converted columns
+    are validated in full, since a column of invalid Arrow data (a string that is not UTF-8, a
+    buffer shorter than declared: a damaged IPC stream) would otherwise reach the commit log and
+    fail at apply, failing the store and every replay.
     """
+    if isinstance(data, pa.Table | pa.RecordBatch):
+        names = data.schema.names
+        if len(set(names)) != len(names):
+            dup = next(n for n in names if names.count(n) > 1)
+            raise ValidationError(
+                f"view {view.name!r}: the data repeats column {dup!r}", view=view.name, column=dup
+            )
+    try:
+        table, missing_created = _convert_columns(view, data)
+    except ValidationError:
+        raise
+    except _ARROW_ERRORS + (pa.ArrowException,) as e:  # still bad input, never a server fault
+        raise ValidationError(
+            f"view {view.name!r}: the batch cannot be converted to the view's types: {e}",
+            view=view.name,
+        ) from None
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        try:
+            column.validate(full=True)
+        except pa.ArrowException as e:
+            raise ValidationError(
+                f"view {view.name!r}, column {name!r}: invalid Arrow data ({e})",
+                view=view.name,
+                column=name,
+            ) from None
+    for f in view.features:
+        if vector_dim(f.dtype) is not None:
+            _check_vector_elements(view, f.name, table.column(f.name).combine_chunks())
+    return table, missing_created
+
+
+def _check_vector_elements(view: FeatureView, name: str, column: pa.Array) -> None:
+    """A vector is null as a whole or holds numbers only. A null element (JSON null, or a NaN
+    that pandas turned into null) has no online representation: the online store would read it
+    as 0.0 while the offline store keeps null, and the two would disagree."""
+    flat = pc.list_flatten(column)  # the elements of the non-null vectors
+    if not flat.null_count:
+        return
+    first = int(np.flatnonzero(np.asarray(flat.is_null()))[0])
+    row = int(pc.list_parent_indices(column)[first].as_py())
+    raise ValidationError(
+        f"view {view.name!r}, column {name!r}, row {row}: a vector holds a null element (NaN in "
+        "a pandas list reads as null); send numbers only, or null for the whole vector",
+        view=view.name,
+        column=name,
+        row=row,
+    )
+
+
+def _convert_columns(view: FeatureView, data: Any) -> tuple[pa.Table, np.ndarray | None]:
     cols = _columns(view, data)
     created_name = view.created_timestamp_field or "created"
     expected = [*view.join_keys, view.timestamp_field, *(f.name for f in view.features)]

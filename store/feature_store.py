@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from offline import OfflineOptions, OfflineStore
@@ -41,7 +40,7 @@ from store.audit import audit_view
 from store.batch import CREATED_TS, EVENT_TS, convert_batch, store_schema
 from store.commitlog import CommitLog
 from store.definitions import Definitions, FeatureView
-from store.dtypes import TIMESTAMP, arrow_type, vector_dim
+from store.dtypes import TIMESTAMP, arrow_type
 from store.entities import parse_entities
 from store.errors import (
     ClosedError,
@@ -319,7 +318,7 @@ class FeatureStore:
         """
         self._check_open()
         fv = self._view(view)
-        table, missing_created = _convert(fv, data)
+        table, missing_created = convert_batch(fv, data)
         canon = base = None
         if fv.hashed:
             cols = [table.column(k).to_pylist() for k, _ in fv.keys]
@@ -677,67 +676,6 @@ class FeatureStore:
                 self._log.close()
             finally:
                 self._writer_lock.release()
-
-
-# What converting user data can raise besides ValidationError (pyarrow's own refusals).
-_CONVERT_ERRORS = (pa.ArrowException, TypeError, ValueError, OverflowError)
-
-
-def _convert(fv: FeatureView, data: Any) -> tuple[pa.Table, np.ndarray | None]:
-    """convert_batch, where every refusal is a ValidationError and nothing invalid comes out.
-
-    A conversion error that escapes convert_batch still means bad input (422, not a server
-    fault). The converted columns are validated in full: a column of invalid Arrow data (a
-    string that is not UTF-8, a buffer shorter than declared: a damaged IPC stream) would
-    otherwise reach the commit log and fail at apply, failing the store and every replay.
-    """
-    if isinstance(data, pa.Table | pa.RecordBatch):
-        names = data.schema.names
-        if len(set(names)) != len(names):
-            dup = next(n for n in names if names.count(n) > 1)
-            raise ValidationError(
-                f"view {fv.name!r}: the data repeats column {dup!r}", view=fv.name, column=dup
-            )
-    try:
-        table, missing_created = convert_batch(fv, data)
-    except ValidationError:
-        raise
-    except _CONVERT_ERRORS as e:
-        raise ValidationError(
-            f"view {fv.name!r}: the batch cannot be converted to the view's types: {e}",
-            view=fv.name,
-        ) from None
-    for name, column in zip(table.column_names, table.columns, strict=True):
-        try:
-            column.validate(full=True)
-        except pa.ArrowException as e:
-            raise ValidationError(
-                f"view {fv.name!r}, column {name!r}: invalid Arrow data ({e})",
-                view=fv.name,
-                column=name,
-            ) from None
-    for f in fv.features:
-        if vector_dim(f.dtype) is not None:
-            _check_vector_elements(fv, f.name, table.column(f.name).combine_chunks())
-    return table, missing_created
-
-
-def _check_vector_elements(fv: FeatureView, name: str, column: pa.Array) -> None:
-    """A vector is null as a whole or holds numbers only. A null element (JSON null, or a NaN
-    that pandas turned into null) has no online representation: the online store would read it
-    as 0.0 while the offline store keeps null, and the two would disagree."""
-    flat = pc.list_flatten(column)  # the elements of the non-null vectors
-    if not flat.null_count:
-        return
-    first = int(np.flatnonzero(np.asarray(flat.is_null()))[0])
-    row = int(pc.list_parent_indices(column)[first].as_py())
-    raise ValidationError(
-        f"view {fv.name!r}, column {name!r}, row {row}: a vector holds a null element (NaN in a "
-        "pandas list reads as null); send numbers only, or null for the whole vector",
-        view=fv.name,
-        column=name,
-        row=row,
-    )
 
 
 def _column_numpy(table: pa.Table, name: str, dtype: type) -> np.ndarray:

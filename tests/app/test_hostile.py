@@ -755,7 +755,7 @@ def test_an_ingest_overtaken_by_an_apply_is_a_409_and_writes_nothing(
     root = make_root(tmp_path)
     with make_client(root) as c:
         fs = c.app.state.service.store
-        convert = feature_store._convert
+        convert = feature_store.convert_batch
 
         ttls = iter(["1d", "2d"])
 
@@ -766,7 +766,7 @@ def test_an_ingest_overtaken_by_an_apply_is_a_409_and_writes_nothing(
             fs.apply({**DEFS, "feature_views": [user_stats, *DEFS["feature_views"][1:]]})
             return out
 
-        monkeypatch.setattr(feature_store, "_convert", convert_then_redefine)
+        monkeypatch.setattr(feature_store, "convert_batch", convert_then_redefine)
         seq = last_seq(c)
         r = c.post("/v1/ingest/user_stats", json=USER_STATS)
         assert r.status_code == 409, r.text
