@@ -85,9 +85,10 @@ async def push(request: Request) -> Response:
     return Response(b"", status_code=200)
 
 
-@router.get("/health")
+@router.api_route("/health", methods=["GET", "HEAD"])
 async def health(request: Request) -> Response:
-    """200 with an empty body when the store is open and serving, else 503."""
+    """200 with an empty body when the store is open and serving, else 503 (HEAD too, as load
+    balancers and uptime checkers often probe with it)."""
     svc = _service(request)
     if not svc.is_open:
         raise UnavailableError(f"the store is not available: {svc.unavailable_reason}")

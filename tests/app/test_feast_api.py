@@ -198,6 +198,8 @@ def test_push_writes_both_stores_and_answers_empty(client: TestClient) -> None:
 def test_health_is_an_empty_200(client: TestClient) -> None:
     r = client.get("/health")
     assert r.status_code == 200 and r.content == b""
+    r = client.head("/health")
+    assert r.status_code == 200 and r.content == b""
 
 
 @pytest.mark.parametrize(
