@@ -317,7 +317,16 @@ def from_epoch_seconds(arr: pa.Array) -> pa.Array:
 
 
 def _parse_timestamps(arr: pa.Array) -> pa.Array:
-    parsed = pd.to_datetime(pd.Series(arr.to_pylist(), dtype=object), utc=True, format="ISO8601")
+    try:
+        parsed = pd.to_datetime(
+            pd.Series(arr.to_pylist(), dtype=object), utc=True, format="ISO8601"
+        )
+    except (ValueError, OverflowError) as e:  # pandas' parse errors are ValueErrors
+        # keep pandas' first sentence, not its advice on calling pandas
+        what = str(e).split(". You might want to try")[0].split("\n")[0]
+        raise ValueError(
+            f"{what}; expected ISO 8601 text such as 2025-01-30T12:00:00Z (naive means UTC)"
+        ) from None
     return pa.array(parsed, from_pandas=True).cast(TIMESTAMP)
 
 

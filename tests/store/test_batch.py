@@ -187,3 +187,15 @@ def test_arrow_types_that_fit_are_cast_and_others_refused() -> None:
     )
     with pytest.raises(ValidationError, match="missing column"):
         convert_batch(VIEW, df)
+
+
+@pytest.mark.parametrize("text", ["2025-01-01T00:00:00+99:00", "2025-13-01", "yesterday"])
+def test_a_bad_timestamp_text_says_what_to_send_not_how_to_call_pandas(text: str) -> None:
+    d = _dict_batch()
+    d["event_timestamp"][1] = text
+    with pytest.raises(ValidationError) as e:
+        convert_batch(VIEW, d)
+    message = str(e.value)
+    assert (e.value.column, e.value.row) == ("event_timestamp", 1)
+    assert text in message and "ISO 8601 text such as" in message
+    assert "format=" not in message and "\n" not in message
