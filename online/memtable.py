@@ -80,7 +80,6 @@ class Memtable:
         records: np.ndarray,
         rows: np.ndarray,
         strings: dict[int, pa.Array],
-        string_bytes: int = 0,
     ) -> int:
         """Apply batch rows `rows` (indices into keys/records/strings; their keys unique). A row
         older than the stored version of its key is dropped. `strings`: the batch's string fields
@@ -106,9 +105,9 @@ class Memtable:
                     self.chunk_starts.append(self.chunk_rows)
                     self.string_rows[slots] = self.chunk_rows + src
                     self.chunk_rows += len(keys)
+                    self.string_bytes += sum(c.nbytes for c in strings.values())
                 else:
                     self.string_rows[slots] = -1
-            self.string_bytes += string_bytes
             return int(applied.sum())
 
     def lookup(self, q, todo, ntodo, out, loc, srcid, strings: bool = False):
@@ -123,12 +122,10 @@ class Memtable:
             tag = np.int64(srcid) << K.LOC_SHIFT
             hit = loc[(loc >> K.LOC_SHIFT) == srcid]
             slots = np.unique(hit - tag)
-            # the rows' string positions now; the chunks are immutable, only appended to
-            snap = _StringSnapshot(
-                self.layout, slots, self.string_rows[slots],
-                {i: list(c) for i, c in self.string_chunks.items()}, list(self.chunk_starts),
-            )  # fmt: skip
-        return rem, snap
+            rows = self.string_rows[slots]  # copied: a later write may point a slot elsewhere
+        # The chunk lists are shared, not copied: they are only appended to, so every row taken
+        # above stays where it is (and bisect over a longer chunk_starts still finds it).
+        return rem, _StringSnapshot(self.layout, slots, rows, self.string_chunks, self.chunk_starts)
 
     def string_values(self, field: Field, positions: np.ndarray) -> list:
         """Python values (str or None) of string field `field` at slots `positions`."""

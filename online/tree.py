@@ -224,8 +224,7 @@ class LSMTree:
                     # than grow this one by copying it
                     self._freeze()
                     mem = self._version.mems[0]
-                sbytes = sum(c.nbytes for c in strings.values())
-                mem.insert(keys, records, rows, strings, sbytes)
+                mem.insert(keys, records, rows, strings)
                 self._max_ev = max(self._max_ev, int(ev.max()))
                 self._max_cr = max(self._max_cr, int(cr.max()))
             mem.max_seq = seq

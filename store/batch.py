@@ -78,9 +78,8 @@ def convert_batch(view: FeatureView, data: Any) -> tuple[pa.Table, np.ndarray | 
     fail at apply, failing the store and every replay.
     """
     if isinstance(data, pa.Table | pa.RecordBatch):
-        names = data.schema.names
-        if len(set(names)) != len(names):
-            dup = next(n for n in names if names.count(n) > 1)
+        dup = repeated_name(data.schema.names)
+        if dup is not None:
             raise ValidationError(
                 f"view {view.name!r}: the data repeats column {dup!r}", view=view.name, column=dup
             )
@@ -106,6 +105,16 @@ def convert_batch(view: FeatureView, data: Any) -> tuple[pa.Table, np.ndarray | 
         if vector_dim(f.dtype) is not None:
             _check_vector_elements(view, f.name, table.column(f.name).combine_chunks())
     return table, missing_created
+
+
+def repeated_name(names: list[str]) -> str | None:
+    """The first column name that `names` holds twice, or None (Arrow tables allow repeats)."""
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            return n
+        seen.add(n)
+    return None
 
 
 def _check_vector_elements(view: FeatureView, name: str, column: pa.Array) -> None:
@@ -203,7 +212,7 @@ def _convert(
     except _ARROW_ERRORS as e:
         row = _first_bad_row(arr, lambda a: _cast(a, dtype, target))
         raise _fail(
-            view, column, row, f"cannot convert to {dtype}: {e}{_hint(arr, dtype)}"
+            view, column, row, f"cannot convert to {dtype}: {e}{_hint(dtype, _is_number(arr.type))}"
         ) from None
     if out.null_count and not nullable:
         row = int(np.flatnonzero(np.asarray(out.is_null()))[0])
@@ -250,7 +259,7 @@ def _cast(arr: pa.Array, dtype: str, target: pa.DataType) -> pa.Array:
             return _parse_timestamps(arr)
         if pa.types.is_timestamp(t) or pa.types.is_date(t):
             return arr.cast(target)
-        if pa.types.is_integer(t) or pa.types.is_floating(t):
+        if _is_number(t):
             return from_epoch_seconds(arr)
         raise TypeError(f"expected timestamps, got {t}")
     if dtype == "string":
@@ -281,23 +290,18 @@ def _cast(arr: pa.Array, dtype: str, target: pa.DataType) -> pa.Array:
     raise TypeError(f"expected vectors of {dim} float32, got {t}")
 
 
-def _hint(arr: pa.Array, dtype: str) -> str:
-    if dtype == "timestamp" and (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)):
-        return _EPOCH_HINT
+def _is_number(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+
+def _hint(dtype: str, number: bool) -> str:
+    """What a refused number in a timestamp column most likely meant."""
+    if dtype == "timestamp" and number:
+        return (
+            " (a number in a timestamp column is Unix epoch seconds; for nanoseconds pass a "
+            "timestamp type, e.g. pyarrow timestamp('ns') or pandas datetime64[ns])"
+        )
     return ""
-
-
-def _hint_for(value: Any, dtype: str) -> str:
-    """_hint of one Python value (which pyarrow may not even take: an int of 2^64, say)."""
-    if dtype == "timestamp" and isinstance(value, int | float) and not isinstance(value, bool):
-        return _EPOCH_HINT
-    return ""
-
-
-_EPOCH_HINT = (
-    " (a number in a timestamp column is Unix epoch seconds; for nanoseconds pass a "
-    "timestamp type, e.g. pyarrow timestamp('ns') or pandas datetime64[ns])"
-)
 
 
 def from_epoch_seconds(arr: pa.Array) -> pa.Array:
@@ -347,6 +351,7 @@ def _from_python(
         try:
             out.append(_cast(pa.array([v]), dtype, target))
         except _ARROW_ERRORS as e:
-            hint = _hint_for(v, dtype)
+            # (from the value: pyarrow may not even hold it, an int of 2^64 say)
+            hint = _hint(dtype, isinstance(v, int | float) and not isinstance(v, bool))
             raise _fail(view, column, i, f"cannot convert {v!r} to {dtype}: {e}{hint}") from None
     return pa.concat_arrays(out) if out else pa.array([], target)

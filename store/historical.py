@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 
 from offline import FeatureQuery, SchemaMismatchError
-from store.batch import EVENT_TS, from_epoch_seconds
+from store.batch import EVENT_TS, from_epoch_seconds, repeated_name
 from store.dtypes import arrow_type
 from store.errors import EntityKeyError, ValidationError
 from store.features import FeaturePlan
@@ -56,8 +56,8 @@ def entity_table(entity_df: Any, plan: FeaturePlan) -> pa.Table | str:
             f"entity_df must be a pandas DataFrame, pyarrow Table or a parquet path, got {type(entity_df).__name__}"
         )
     names = table.column_names
-    if len(set(names)) != len(names):
-        dup = next(n for n in names if names.count(n) > 1)
+    dup = repeated_name(names)
+    if dup is not None:
         raise EntityKeyError(f"entity_df repeats column {dup!r}", column=dup)
     if "" in names:
         raise EntityKeyError("entity_df has a column with an empty name", column="")

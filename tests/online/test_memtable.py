@@ -27,7 +27,7 @@ def _insert(mem: Memtable, keys: list[int], ev: int, seq: int, s: list, t: list)
     )
     ev_a = np.full(n, ev, dtype=np.int64)
     records, strings = LAYOUT.pack(ev_a, ev_a, seq, features)
-    mem.insert(np.array(keys, dtype=np.uint64), records, np.arange(n), strings, 0)
+    mem.insert(np.array(keys, dtype=np.uint64), records, np.arange(n), strings)
 
 
 def _lookup(mem: Memtable, keys: list[int]):
