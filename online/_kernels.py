@@ -21,6 +21,7 @@ _SALT = np.uint64(0x5851F42D4C957F2D)
 _S30 = np.uint64(30)
 _S27 = np.uint64(27)
 _S31 = np.uint64(31)
+_S32 = np.uint64(32)
 _S6 = np.uint64(6)
 _S9 = np.uint64(9)
 _M63 = np.uint64(63)
@@ -47,13 +48,35 @@ def mix64(x):
 
 
 @njit(cache=True, nogil=True)
+def bloom_hash(key):
+    """The two hashes of a key that every filter probe uses: h picks the block, h2 the bits."""
+    h = mix64(key)
+    return h, mix64(h ^ _SALT)
+
+
+@njit(cache=True, nogil=True)
+def bloom_hashes(keys, out):
+    """out[i] = bloom_hash(keys[i]): computed once per lookup batch, shared by every filter it
+    probes (a lookup through ten L0 sstables hashed each key ten times)."""
+    for i in range(keys.shape[0]):
+        h, h2 = bloom_hash(keys[i])
+        out[i, 0] = h
+        out[i, 1] = h2
+
+
+@njit(cache=True, nogil=True)
+def _bloom_block(h, nb):
+    """Block of hash h among nb blocks (nb < 2^32): multiply-shift instead of a 64-bit division."""
+    return np.int64(((h >> _S32) * nb) >> _S32) * 8
+
+
+@njit(cache=True, nogil=True)
 def bloom_build(keys, words):
     """Set the bits of every key; words: uint64 zeros, a multiple of 8 long (512-bit blocks)."""
     nb = np.uint64(words.shape[0] // 8)
     for i in range(keys.shape[0]):
-        h = mix64(keys[i])
-        blk = np.int64(h % nb) * 8
-        h2 = mix64(h ^ _SALT)
+        h, h2 = bloom_hash(keys[i])
+        blk = _bloom_block(h, nb)
         for _j in range(BLOOM_K):
             bit = h2 & _M511
             h2 = h2 >> _S9
@@ -61,11 +84,8 @@ def bloom_build(keys, words):
 
 
 @njit(cache=True, nogil=True)
-def bloom_check(words, key):
-    nb = np.uint64(words.shape[0] // 8)
-    h = mix64(key)
-    blk = np.int64(h % nb) * 8
-    h2 = mix64(h ^ _SALT)
+def bloom_check_hashed(words, h, h2):
+    blk = _bloom_block(h, np.uint64(words.shape[0] // 8))
     for _j in range(BLOOM_K):
         bit = h2 & _M511
         h2 = h2 >> _S9
@@ -77,7 +97,8 @@ def bloom_check(words, key):
 @njit(cache=True, nogil=True)
 def bloom_check_many(words, keys, out):
     for i in range(keys.shape[0]):
-        out[i] = bloom_check(words, keys[i])
+        h, h2 = bloom_hash(keys[i])
+        out[i] = bloom_check_hashed(words, h, h2)
 
 
 # ---- searching ------------------------------------------------------------------------------
@@ -105,7 +126,7 @@ def _lockstep(arr, base, cnt, qk, gn):
 @njit(cache=True, nogil=True)
 def table_lookup(
     q, todo, ntodo, tkeys, recs, mode, ikeys, ifb, radix, rshift, rkind, fstride, delta, bloom,
-    use_bloom, out, loc, srcid,
+    use_bloom, hq, out, loc, srcid,
 ):  # fmt: skip
     """Look up q[todo[:ntodo]] in one sstable (sorted unique tkeys, records recs).
 
@@ -115,6 +136,7 @@ def table_lookup(
     segment start keys, ifb[s] = (float32 bits of the slope, start position), found through radix
     (kind rkind: RADIX_LINEAR or RADIX_LOG, see plr.py) over the top bits
     of (key - min) >> rshift; the last-mile search covers [pred - delta, pred + delta].
+    With use_bloom, hq[i] = bloom_hash(q[i]) (computed once for all the sstables of a lookup).
     Ints instead of bools or numpy scalars keep the Python -> numba call cheap.
     """
     nk = tkeys.shape[0]
@@ -142,7 +164,7 @@ def table_lookup(
             qk[g] = k
             good = k >= kmin and k <= kmax
             if good and use_bloom != 0:
-                good = bloom_check(bloom, k)
+                good = bloom_check_hashed(bloom, hq[i, 0], hq[i, 1])
             ok[g] = good
             cnt[g] = 0
             base[g] = 0

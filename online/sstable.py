@@ -238,9 +238,10 @@ class SSTable:
     def age(self) -> float:
         return time.monotonic() - self.opened
 
-    def lookup(self, q, todo, ntodo, out, loc, srcid, use_bloom, mode=None) -> int:
-        """table_lookup over this table (see _kernels); use_bloom: int 0/1; mode: None = the
-        current index, else force K.MODE_BLOCK / K.MODE_LEARNED (benchmarks, tests)."""
+    def lookup(self, q, todo, ntodo, out, loc, srcid, use_bloom, hq, mode=None) -> int:
+        """table_lookup over this table (see _kernels); use_bloom: int 0/1, then hq are the keys'
+        K.bloom_hashes; mode: None = the current index, else force K.MODE_BLOCK / K.MODE_LEARNED
+        (benchmarks, tests)."""
         idx = self._index
         if mode is not None and mode != idx[0]:
             if mode == K.MODE_LEARNED:
@@ -252,7 +253,7 @@ class SSTable:
                 idx = (K.MODE_BLOCK, self.fences, _EMPTY_FB, _EMPTY_I32, 0, 0)
         return K.table_lookup(
             q, todo, ntodo, self.keys, self.records, idx[0], idx[1], idx[2], idx[3], idx[4],
-            idx[5], self.fstride, self.delta, self.bloom.words, use_bloom, out, loc, srcid,
+            idx[5], self.fstride, self.delta, self.bloom.words, use_bloom, hq, out, loc, srcid,
         )  # fmt: skip
 
     def string_values(self, field: Field, positions: np.ndarray) -> list:

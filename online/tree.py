@@ -46,6 +46,7 @@ __all__ = ["LSMTree"]
 
 log = logging.getLogger(__name__)
 LOCK_NAME = "LOCK"
+_NO_HASHES = np.empty((0, 2), dtype=np.uint64)  # lookups that probe no bloom filter
 
 
 class LSMTree:
@@ -318,6 +319,10 @@ class LSMTree:
                 ntodo, source = mem.lookup(q, todo, ntodo, out, loc, len(sources), not for_write)
             sources.append(source)
         perf = time.perf_counter_ns
+        hq = _NO_HASHES
+        if ntodo and (for_write or any(b for _, _, b in v.plan)):
+            hq = np.empty((n, 2), dtype=np.uint64)
+            K.bloom_hashes(q, hq)
         for t, _level, use_bloom in v.plan:
             if ntodo == 0:
                 break
@@ -326,7 +331,7 @@ class LSMTree:
             same = t.layout is layout
             dst = out if same else np.zeros((n, t.layout.rowwords), dtype=np.int64)
             t0 = perf()
-            rem = t.lookup(q, todo, ntodo, dst, loc, sid, 1 if use_bloom or for_write else 0)
+            rem = t.lookup(q, todo, ntodo, dst, loc, sid, 1 if use_bloom or for_write else 0, hq)
             dt = perf() - t0
             if not for_write:
                 if t._index[0] == K.MODE_LEARNED:

@@ -58,7 +58,9 @@ def test_table_lookup_matches_searchsorted(tmp_path, name, mode, use_bloom) -> N
     out = np.zeros((n, LAYOUT.rowwords), dtype=np.int64)
     loc = np.full(n, -1, dtype=np.int64)
     todo = np.arange(n, dtype=np.int64)
-    rem = t.lookup(q, todo, n, out, loc, 3, use_bloom, mode)
+    hq = np.empty((n, 2), dtype=np.uint64)
+    K.bloom_hashes(q, hq)
+    rem = t.lookup(q, todo, n, out, loc, 3, use_bloom, hq, mode)
     pos = np.searchsorted(keys, q).clip(0, len(keys) - 1)
     expect = keys[pos] == q
     assert np.array_equal(loc >= 0, expect)
