@@ -4,7 +4,8 @@ Blocking store calls never run on the event loop: online lookups go to a small r
 ingests, exports, audits and compactions to a separate write pool, so heavy work can never take
 the threads that online lookups need. The store itself is thread-safe (INTERNAL_API.md).
 
-Background threads run at a lower CPU priority (settings.background_nice).
+Background threads run at a lower CPU priority: the idle scheduling policy on Linux, else a
+higher nice value (settings.background_idle, settings.background_nice).
 
 Opening: `open()` tries once; if another process holds the writer lock, the service stays
 unavailable (503 everywhere, /health included) and retries in the background until it gets the
@@ -32,11 +33,20 @@ T = TypeVar("T")
 RETRY_OPEN_S = 2.0
 
 
-def lower_thread_priority(nice: int) -> None:
-    """Raise the calling thread's nice value (Linux: per thread, inherited by threads it starts)."""
+def lower_thread_priority(nice: int, idle: bool = False) -> None:
+    """Lower the calling thread's CPU priority; Linux applies it per thread, and the threads it
+    starts inherit it. `idle`: the SCHED_IDLE policy (the thread runs only on CPU time no normal
+    thread wants, and a waking normal thread preempts it at once); else, or where SCHED_IDLE is
+    refused, the nice value `nice` (0 = no change)."""
+    tid = threading.get_native_id()
+    if idle and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+            return
+        except OSError as exc:
+            log.warning("cannot give background threads the idle policy (%s); using nice", exc)
     if nice <= 0 or not hasattr(os, "setpriority"):
         return
-    tid = threading.get_native_id()
     try:
         if os.getpriority(os.PRIO_PROCESS, tid) < nice:
             os.setpriority(os.PRIO_PROCESS, tid, nice)
@@ -58,7 +68,7 @@ class StoreService:
             settings.write_threads,
             thread_name_prefix="rh-write",
             initializer=lower_thread_priority,
-            initargs=(settings.background_nice,),
+            initargs=(settings.background_nice, settings.background_idle),
         )
         self._retry_task: asyncio.Task[None] | None = None
         self._lock = threading.Lock()

@@ -42,6 +42,11 @@ class Settings:
         thread they start: the store opens in that pool, so DuckDB's workers and the engines'
         flush and compaction threads inherit it. Under CPU contention online requests then get
         the cores first; an export or an ingest alone still uses all of them. 0 = no change.
+    background_idle: run those same threads under Linux's SCHED_IDLE policy instead (default):
+        they get only CPU time no normal thread wants, and an online request that wakes up
+        preempts them at once, on either core. With nice 10 an export still took a share of both
+        cores: p99 during exports 2.23-2.39x alone, against 1.54-1.79x with SCHED_IDLE
+        (bench/results/serve.md). An export alone still uses every core. 0 = nice only.
     switch_interval_us: the interpreter's GIL switch interval while serving (sys.setswitchinterval).
         Python's default, 5000 us, lets a busy ingest or export thread hold the GIL for 5 ms
         before an online request gets it; a shorter interval bounds that wait. 0 keeps the default.
@@ -59,6 +64,7 @@ class Settings:
     inline_lookups: bool = True
     switch_interval_us: int = 0
     background_nice: int = 10
+    background_idle: bool = True
     online_index: str = "auto"
     delta: int = 8
     log_level: str = "info"
@@ -80,6 +86,7 @@ class Settings:
                 env, "RICKHOUSE_SWITCH_INTERVAL_US", cls.switch_interval_us, 0, 1_000_000
             ),
             "background_nice": _int(env, "RICKHOUSE_BACKGROUND_NICE", cls.background_nice, 0, 19),
+            "background_idle": _bool(env, "RICKHOUSE_BACKGROUND_IDLE", cls.background_idle),
             "online_index": env.get("RICKHOUSE_ONLINE_INDEX", cls.online_index),
             "delta": _int(env, "RICKHOUSE_DELTA", cls.delta, 1, 1 << 20),
             "log_level": env.get("RICKHOUSE_LOG_LEVEL", cls.log_level).lower(),

@@ -1,5 +1,6 @@
 """app/settings.py: settings come from RICKHOUSE_* variables, with clear errors."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -68,7 +69,9 @@ def test_background_threads_run_at_lower_priority(tmp_path) -> None:  # noqa: AN
 
     from app.service import StoreService
 
-    svc = StoreService(Settings.from_env({}, root=tmp_path, background_nice=7))
+    svc = StoreService(
+        Settings.from_env({}, root=tmp_path, background_nice=7, background_idle=False)
+    )
     try:
         base = os.getpriority(os.PRIO_PROCESS, 0)
         got = svc.write_pool.submit(
@@ -89,6 +92,35 @@ def test_background_threads_run_at_lower_priority(tmp_path) -> None:  # noqa: AN
         assert got == min(base + 7, 19) or got == 7
         assert child == [got]
         assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # not this thread
+    finally:
+        svc.write_pool.shutdown()
+        svc.read_pool.shutdown()
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux only")
+def test_background_threads_get_the_idle_policy_by_default(tmp_path) -> None:  # noqa: ANN001
+    """By default the write pool's threads, and threads they start (DuckDB's workers, flushes,
+    compactions), run under SCHED_IDLE; the event loop's thread keeps its policy."""
+    import threading
+
+    from app.service import StoreService
+
+    assert Settings.from_env({}).background_idle is True
+    assert Settings.from_env({"RICKHOUSE_BACKGROUND_IDLE": "0"}).background_idle is False
+    svc = StoreService(Settings.from_env({}, root=tmp_path))
+    try:
+        got = svc.write_pool.submit(lambda: os.sched_getscheduler(0)).result()
+        child: list[int] = []
+
+        def spawn() -> None:
+            t = threading.Thread(target=lambda: child.append(os.sched_getscheduler(0)))
+            t.start()
+            t.join()
+
+        svc.write_pool.submit(spawn).result()
+        assert got == os.SCHED_IDLE
+        assert child == [os.SCHED_IDLE]
+        assert os.sched_getscheduler(0) != os.SCHED_IDLE  # not the caller's thread
     finally:
         svc.write_pool.shutdown()
         svc.read_pool.shutdown()
