@@ -40,8 +40,9 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from online import Field, LSMTree, TreeOptions  # noqa: E402
+from online import Field, LSMTree, PLRModel, TreeOptions  # noqa: E402
 from online import _kernels as K  # noqa: E402
+from online.options import PLR_FITS  # noqa: E402
 
 NFEAT = 8
 BATCH = 100_000
@@ -371,6 +372,13 @@ def main() -> None:
                                                          **TREE_OPTS))  # fmt: skip
                 tree.compact(full=True)
                 tree.close()
+                sorted_keys = np.unique(keys)
+                for fit in PLR_FITS:  # both fits over the compacted run: model size, build time
+                    m = PLRModel(sorted_keys, TreeOptions().delta, fit=fit)
+                    emit_d({"system": "plr-fit", "fit": fit, "segments": m.segments,
+                            "model_bytes_per_key": m.nbytes / n,
+                            "build_ns_per_key": m.build_ns / n})  # fmt: skip
+                del sorted_keys
                 full = measure_state(path, "compacted", hit, miss, emit_d, t_wait,
                                      not args.no_baselines)  # fmt: skip
                 if dist == "uniform":  # ingest again with the default TreeOptions
@@ -437,6 +445,10 @@ def print_table(results: list[dict]) -> None:
                   f"({r['rows_per_writer_cpu_s'] / 1e6:.2f} M per writer-CPU s, "
                   f"{r['rows_per_process_cpu_s'] / 1e6:.2f} M per process-CPU s; 10k batches), "
                   f"levels after ingest {r['levels']}")  # fmt: skip
+    for r in results:
+        if r.get("system") == "plr-fit":
+            print(f"  plr fit {r['fit']:<8} {r['n']:>9} {r['dist']:<16} {r['segments']:>9,} segments "
+                  f"{r['model_bytes_per_key']:.3f} B/key, build {r['build_ns_per_key']:.1f} ns/key")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -241,38 +241,48 @@ def binary_search_many(tkeys, q, out):
 
 
 @njit(cache=True, nogil=True)
+def plr_greedy_segment(keys, i, delta, line):
+    """Greedy PLR (shrinking cone) from keys[i]: the slope is kept inside the cone of slopes that
+    predict every later key of the segment within delta of (position - i); a key that empties the
+    cone (or narrows it below float32 resolution: slopes are stored as float32) ends the segment.
+    Writes the slope to line[0]; returns the end of the segment."""
+    n = keys.shape[0]
+    x0 = keys[i]
+    lo = 0.0
+    hi = np.inf
+    j = i + 1
+    while j < n:
+        dx = np.float64(keys[j] - x0)
+        dy = np.float64(j - i)
+        nlo = max(lo, (dy - delta) / dx)
+        nhi = min(hi, (dy + delta) / dx)
+        if nlo > nhi:
+            break
+        mid = np.float64(np.float32((nlo + nhi) * 0.5))
+        if mid < nlo or mid > nhi:
+            break
+        lo = nlo
+        hi = nhi
+        j += 1
+    line[0] = np.float32((lo + hi) * 0.5) if hi < np.inf else np.float32(0.0)
+    return j
+
+
+@njit(cache=True, nogil=True)
 def plr_fit(keys, delta, seg_keys, seg_fb):
-    """Greedy PLR (shrinking cone): each segment starts at a key, and its slope is kept inside the
-    cone of slopes that predict every later key of the segment within delta; a key that empties
-    the cone (or narrows it below float32 resolution: slopes are stored as float32) starts the
-    next segment. Writes per segment its first key and (float32 bits of the slope, position of
-    the first key) into seg_fb ((n, 2) uint32); returns the number of segments. keys: sorted,
-    unique, fewer than 2^32. The caller passes delta slightly below the bound it promises, to
-    absorb float rounding."""
+    """Greedy PLR: segments of plr_greedy_segment, each starting at a key. Writes per segment its
+    first key and (float32 bits of the slope, position of the first key) into seg_fb ((n, 2)
+    uint32); returns the number of segments. keys: sorted, unique, fewer than 2^32. The caller
+    passes delta slightly below the bound it promises, to absorb float rounding."""
     n = keys.shape[0]
     slopes = seg_fb.view(np.float32)
+    line = np.empty(1, np.float64)
     ns = 0
     i = 0
     while i < n:
-        x0 = keys[i]
-        lo = 0.0
-        hi = np.inf
-        j = i + 1
-        while j < n:
-            dx = np.float64(keys[j] - x0)
-            dy = np.float64(j - i)
-            nlo = max(lo, (dy - delta) / dx)
-            nhi = min(hi, (dy + delta) / dx)
-            if nlo > nhi:
-                break
-            mid = np.float64(np.float32((nlo + nhi) * 0.5))
-            if mid < nlo or mid > nhi:
-                break
-            lo = nlo
-            hi = nhi
-            j += 1
-        seg_keys[ns] = x0
-        slopes[ns, 0] = np.float32((lo + hi) * 0.5) if hi < np.inf else np.float32(0.0)
+        j = plr_greedy_segment(keys, i, delta, line)
+        seg_keys[ns] = keys[i]
+        slopes[ns, 0] = np.float32(line[0])
         seg_fb[ns, 1] = np.uint32(i)
         ns += 1
         i = j

@@ -1,5 +1,6 @@
-"""PLRModel: Greedy piecewise linear regression over an sstable's sorted keys (Bourbon's learned
-index) and the radix table that finds a key's segment.
+"""PLRModel: a piecewise linear model of an sstable's sorted keys (Bourbon's learned index; fitted
+by the optimal convex-hull PLA or by Bourbon's Greedy-PLR) and the radix table that finds a key's
+segment.
 
 Contract: for every key of the table, |predict(key) - position| <= delta. A lookup searches only
 [predict - delta, predict + delta]. Fitting is separate from searching (the search is part of
@@ -13,6 +14,7 @@ import time
 import numpy as np
 
 from online import _kernels as K
+from online._pla import plr_fit_optimal
 
 __all__ = ["PLRModel"]
 
@@ -34,10 +36,13 @@ class PLRModel:
     """Segments (start key, float32 slope, uint32 start position) plus a radix table (int32) over the top bits of
     `key - min_key`: radix[p] = first segment whose start has prefix >= p."""
 
-    def __init__(self, keys: np.ndarray, delta: int = 8, radix: str = "auto") -> None:
+    def __init__(
+        self, keys: np.ndarray, delta: int = 8, radix: str = "auto", fit: str = "optimal"
+    ) -> None:
         """keys: sorted ascending, unique uint64, at least one. radix: "linear" buckets the top
         bits of key - min; "log" the top bits of float64(key - min) (log-scale buckets for skewed
-        keys such as lognormal); "auto" picks the one with the fewer expected search steps."""
+        keys such as lognormal); "auto" picks the one with the fewer expected search steps.
+        fit: "optimal" (_pla.plr_fit_optimal, the convex-hull PLA) or "greedy" (Greedy-PLR)."""
         if len(keys) == 0:
             raise ValueError("PLRModel needs at least one key")
         t0 = time.perf_counter_ns()
@@ -47,7 +52,13 @@ class PLRModel:
             raise ValueError("PLRModel stores positions as uint32: at most 2^32 - 1 keys")
         sk = np.empty(n, dtype=np.uint64)
         fb = np.empty((n, 2), dtype=np.uint32)
-        ns = K.plr_fit(keys, float(delta) * (1.0 - _FIT_MARGIN), sk, fb)
+        if fit == "optimal":
+            ns = plr_fit_optimal(keys, float(delta), sk, fb)
+        elif fit == "greedy":
+            ns = K.plr_fit(keys, float(delta) * (1.0 - _FIT_MARGIN), sk, fb)
+        else:
+            raise ValueError(f"fit must be 'optimal' or 'greedy', got {fit!r}")
+        self.fit = fit
         self.seg_keys = sk[:ns].copy()
         self.seg_fb = fb[:ns].copy()  # (float32 bits of the slope, start position) per segment
         self.min_key = int(keys[0])

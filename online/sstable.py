@@ -223,9 +223,9 @@ class SSTable:
     def fence_bytes(self) -> int:
         return self.fences.nbytes
 
-    def learn(self, delta: int, radix: str = "auto") -> PLRModel:
+    def learn(self, delta: int, radix: str = "auto", fit: str = "optimal") -> PLRModel:
         """Build the PLR model and switch lookups to it (atomically)."""
-        m = PLRModel(self.keys, delta, radix)
+        m = PLRModel(self.keys, delta, radix, fit)
         self.model = m
         self.delta = int(delta)
         self._index = (K.MODE_LEARNED, m.seg_keys, m.seg_fb, m.radix, m.shift, m.radix_kind)

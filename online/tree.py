@@ -162,7 +162,7 @@ class LSMTree:
         return t
 
     def _learn(self, t: SSTable) -> None:
-        m = t.learn(self.options.delta)
+        m = t.learn(self.options.delta, fit=self.options.plr_fit)
         self._analyzer.record_build(len(t), m.build_ns)
 
     # ---- properties -----------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Greedy-PLR: every key lies within +-delta of its prediction, on adversarial key sets."""
+"""PLR fits (the optimal convex-hull PLA and Greedy-PLR): every key lies within +-delta of its
+prediction, on adversarial key sets."""
 
 from __future__ import annotations
 
@@ -46,8 +47,11 @@ def _adversarial() -> dict[str, np.ndarray]:
 ADVERSARIAL = _adversarial()
 
 
-def _assert_within_delta(keys: np.ndarray, delta: int) -> PLRModel:
-    m = PLRModel(keys, delta)
+FITS = ["optimal", "greedy"]
+
+
+def _assert_within_delta(keys: np.ndarray, delta: int, fit: str = "optimal") -> PLRModel:
+    m = PLRModel(keys, delta, fit=fit)
     err = np.abs(m.predict(keys) - np.arange(len(keys)))
     assert err.max() <= delta, f"max error {err.max()} > delta {delta}"
     assert m.segments >= 1 and m.seg_keys[0] == keys[0]
@@ -55,19 +59,46 @@ def _assert_within_delta(keys: np.ndarray, delta: int) -> PLRModel:
     return m
 
 
+@pytest.mark.parametrize("fit", FITS)
 @pytest.mark.parametrize("name", sorted(ADVERSARIAL))
 @pytest.mark.parametrize("delta", [1, 8, 64])
-def test_every_key_within_delta_of_its_prediction(name: str, delta: int) -> None:
-    _assert_within_delta(ADVERSARIAL[name], delta)
+def test_every_key_within_delta_of_its_prediction(name: str, delta: int, fit: str) -> None:
+    _assert_within_delta(ADVERSARIAL[name], delta, fit)
 
 
 @settings(max_examples=60)
 @given(
     st.lists(st.integers(0, int(MAX)), min_size=1, max_size=300, unique=True),
     st.sampled_from([1, 2, 8, 32]),
+    st.sampled_from(FITS),
 )
-def test_within_delta_on_random_key_sets(keys: list[int], delta: int) -> None:
-    _assert_within_delta(np.array(sorted(keys), dtype=np.uint64), delta)
+def test_within_delta_on_random_key_sets(keys: list[int], delta: int, fit: str) -> None:
+    _assert_within_delta(np.array(sorted(keys), dtype=np.uint64), delta, fit)
+
+
+@settings(max_examples=60)
+@given(
+    st.integers(0, int(MAX) // 2),
+    st.lists(st.integers(1, 1 << 20), min_size=1, max_size=2000),
+    st.sampled_from([1, 2, 8]),
+)
+def test_optimal_fit_within_delta_on_dense_runs(start: int, gaps: list[int], delta: int) -> None:
+    """Near-collinear runs with small gaps: the hull pops and rotates its bounding lines often."""
+    keys = np.unique(np.uint64(start) + np.cumsum(np.array(gaps, dtype=np.uint64)))
+    _assert_within_delta(keys, delta, "optimal")
+
+
+@pytest.mark.parametrize("name", ["clusters", "lognormal", "uniform 64-bit", "dense runs"])
+def test_optimal_fit_needs_fewer_segments_than_greedy(name: str) -> None:
+    keys = ADVERSARIAL[name]
+    optimal = PLRModel(keys, 8, fit="optimal").segments
+    greedy = PLRModel(keys, 8, fit="greedy").segments
+    assert optimal <= greedy, (optimal, greedy)
+
+
+def test_unknown_fit_is_refused() -> None:
+    with pytest.raises(ValueError, match="fit"):
+        PLRModel(ADVERSARIAL["one key"], 8, fit="best")
 
 
 @pytest.mark.parametrize("radix", ["linear", "log"])
