@@ -32,6 +32,14 @@ def _prefix_base(x: np.ndarray, kind: int) -> np.ndarray:
     return np.where(bits >= K.LOG_BASE, bits - K.LOG_BASE, np.uint64(0))
 
 
+def _radix_shift(top: int, entries: int) -> int:
+    """The smallest shift (<= 63: a 64-bit shift is undefined) with (top >> shift) + 1 <= entries."""
+    shift = max(0, top.bit_length() - entries.bit_length())
+    while shift < 63 and (top >> shift) + 1 > entries:
+        shift += 1
+    return shift
+
+
 class PLRModel:
     """Segments (start key, float32 slope, uint32 start position) plus a radix table (int32) over the top bits of
     `key - min_key`: radix[p] = first segment whose start has prefix >= p."""
@@ -63,8 +71,9 @@ class PLRModel:
         self.seg_fb = fb[:ns].copy()  # (float32 bits of the slope, start position) per segment
         self.min_key = int(keys[0])
         span = int(keys[-1]) - self.min_key
-        # about one radix entry per two segments: a key's segment search then covers ~3
-        bits = min(MAX_RADIX_BITS, max(0, int(ns - 1).bit_length() - 1))
+        # at most one radix entry per two segments (and 2^MAX_RADIX_BITS): a key's segment
+        # search then covers ~3-5 segments, and the table adds <= 2 bytes per 16-byte segment
+        entries = max(1, min(ns // 2, 1 << MAX_RADIX_BITS))
         kinds = {"linear": RADIX_LINEAR, "log": RADIX_LOG}
         if radix not in ("auto", *kinds):
             raise ValueError(f"radix must be 'auto', 'linear' or 'log', got {radix!r}")
@@ -73,7 +82,7 @@ class PLRModel:
             if radix not in ("auto", name):
                 continue
             top = _prefix_base(np.array([span], dtype=np.uint64), kind)[0]
-            shift = min(63, max(0, int(top).bit_length() - bits))  # a 64-bit shift is undefined
+            shift = _radix_shift(int(top), entries)
             prefixes = _prefix_base(self.seg_keys - np.uint64(self.min_key), kind) >> np.uint64(
                 shift
             )
