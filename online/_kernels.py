@@ -124,26 +124,45 @@ def _lockstep(arr, base, cnt, qk, gn):
 
 
 @njit(cache=True, nogil=True)
+def _lockstep_segs(segs, base, cnt, qk, gn):
+    """_lockstep over the start keys segs[:, 0] of (n, 2) PLR segments."""
+    active = True
+    while active:
+        active = False
+        for g in range(gn):
+            c = cnt[g]
+            if c > 1:
+                h = c >> 1
+                if segs[base[g] + h, 0] <= qk[g]:
+                    base[g] += h
+                c -= h
+                cnt[g] = c
+                if c > 1:
+                    active = True
+
+
+@njit(cache=True, nogil=True)
 def table_lookup(
-    q, todo, ntodo, tkeys, recs, mode, ikeys, ifb, radix, rshift, rkind, fstride, delta, bloom,
-    use_bloom, hq, out, loc, srcid,
+    q, todo, ntodo, tkeys, recs, mode, fences, segs, segf, radix, rshift, rkind, fstride, delta,
+    bloom, use_bloom, hq, out, loc, srcid,
 ):  # fmt: skip
     """Look up q[todo[:ntodo]] in one sstable (sorted unique tkeys, records recs).
 
     A found key i gets its record copied to out[i] and loc[i] = srcid << LOC_SHIFT | position.
     Unfound indices are compacted to the front of todo; returns how many remain.
-    mode MODE_BLOCK: ikeys are the fences (every fstride-th key). MODE_LEARNED: ikeys are the PLR
-    segment start keys, ifb[s] = (float32 bits of the slope, start position), found through radix
-    (kind rkind: RADIX_LINEAR or RADIX_LOG, see plr.py) over the top bits
-    of (key - min) >> rshift; the last-mile search covers [pred - delta, pred + delta].
+    mode MODE_BLOCK: fences are every fstride-th key. MODE_LEARNED: segs[s] = (start key, float32
+    bits of the slope | start position << 32) per PLR segment, one 16-byte entry so that the
+    segment search and the prediction share a cache line; segf is segs viewed as float32 (the
+    slope is segf[s, 2]). The segment is found through radix (kind rkind: RADIX_LINEAR or
+    RADIX_LOG, see plr.py) over the top bits of (key - min) >> rshift; the last-mile search covers
+    [pred - delta, pred + delta].
     With use_bloom, hq[i] = bloom_hash(q[i]) (computed once for all the sstables of a lookup).
     Ints instead of bools or numpy scalars keep the Python -> numba call cheap.
     """
     nk = tkeys.shape[0]
     kmin = tkeys[0]
     kmax = tkeys[nk - 1]
-    nf = ikeys.shape[0]
-    slopes = ifb.view(np.float32)
+    nf = fences.shape[0]
     fbuf = np.empty(1, np.float64)
     fbits = fbuf.view(np.uint64)
     sh = np.uint64(rshift)
@@ -172,7 +191,7 @@ def table_lookup(
             for g in range(gn):
                 if ok[g]:
                     cnt[g] = nf
-            _lockstep(ikeys, base, cnt, qk, gn)
+            _lockstep(fences, base, cnt, qk, gn)
             for g in range(gn):
                 if ok[g]:
                     b = base[g] * fstride
@@ -190,12 +209,12 @@ def table_lookup(
                     s0 = max(np.int64(radix[p]) - 1, 0)
                     base[g] = s0
                     cnt[g] = max(np.int64(radix[p + 1]) - s0, 1)
-            _lockstep(ikeys, base, cnt, qk, gn)
+            _lockstep_segs(segs, base, cnt, qk, gn)
             for g in range(gn):
                 if ok[g]:
                     s = base[g]
-                    dxk = np.float64(qk[g] - ikeys[s])
-                    pred = np.float64(ifb[s, 1]) + np.float64(slopes[s, 0]) * dxk
+                    dxk = np.float64(qk[g] - segs[s, 0])
+                    pred = np.float64(segs[s, 1] >> _S32) + np.float64(segf[s, 2]) * dxk
                     lo = np.int64(np.floor(pred - delta))
                     hi = np.int64(np.floor(pred + delta)) + 2
                     lo = max(0, min(lo, nk - 1))
@@ -290,21 +309,20 @@ def plr_fit(keys, delta, seg_keys, seg_fb):
 
 
 @njit(cache=True, nogil=True)
-def plr_predict(seg_keys, seg_fb, q, out):
-    """out[i] = predicted position of q[i] (the arithmetic of table_lookup); q[i] >= seg_keys[0]."""
-    ns = seg_keys.shape[0]
-    slopes = seg_fb.view(np.float32)
+def plr_predict(segs, segf, q, out):
+    """out[i] = predicted position of q[i] (the arithmetic of table_lookup); q[i] >= segs[0, 0]."""
+    ns = segs.shape[0]
     for i in range(q.shape[0]):
         lo = 0
         hi = ns
         while hi - lo > 1:
             mid = (lo + hi) >> 1
-            if seg_keys[mid] <= q[i]:
+            if segs[mid, 0] <= q[i]:
                 lo = mid
             else:
                 hi = mid
-        dx = np.float64(q[i] - seg_keys[lo])
-        out[i] = np.float64(seg_fb[lo, 1]) + np.float64(slopes[lo, 0]) * dx
+        dx = np.float64(q[i] - segs[lo, 0])
+        out[i] = np.float64(segs[lo, 1] >> _S32) + np.float64(segf[lo, 2]) * dx
 
 
 # ---- memtable -------------------------------------------------------------------------------

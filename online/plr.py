@@ -67,8 +67,13 @@ class PLRModel:
         else:
             raise ValueError(f"fit must be 'optimal' or 'greedy', got {fit!r}")
         self.fit = fit
-        self.seg_keys = sk[:ns].copy()
-        self.seg_fb = fb[:ns].copy()  # (float32 bits of the slope, start position) per segment
+        # per segment (start key, float32 bits of the slope | start position << 32): one 16-byte
+        # entry, so the lookup's segment search and its prediction read the same cache line
+        self.segs = np.empty((ns, 2), dtype=np.uint64)
+        self.segs[:, 0] = sk[:ns]
+        self.segs[:, 1] = fb[:ns, 0].astype(np.uint64) | (fb[:ns, 1].astype(np.uint64) << 32)
+        self.segf = self.segs.view(np.float32)  # the slope of segment s is segf[s, 2]
+        del sk, fb
         self.min_key = int(keys[0])
         span = int(keys[-1]) - self.min_key
         # at most one radix entry per two segments (and 2^MAX_RADIX_BITS): a key's segment
@@ -103,18 +108,23 @@ class PLRModel:
         return (_prefix_base(x, self.radix_kind) >> np.uint64(self.shift)).astype(np.int64)
 
     @property
+    def seg_keys(self) -> np.ndarray:
+        """The start key of every segment (a view)."""
+        return self.segs[:, 0]
+
+    @property
     def segments(self) -> int:
-        return len(self.seg_keys)
+        return len(self.segs)
 
     @property
     def nbytes(self) -> int:
         """Model size in memory: 16 bytes per segment (first key, float32 slope, uint32 position)
         + 4 bytes per radix entry."""
-        return self.seg_keys.nbytes + self.seg_fb.nbytes + self.radix.nbytes
+        return self.segs.nbytes + self.radix.nbytes
 
     def predict(self, q: np.ndarray) -> np.ndarray:
         """Predicted positions (float64) of q (each >= the first key), as the lookup computes them."""
         q = np.ascontiguousarray(q, dtype=np.uint64)
         out = np.empty(len(q), dtype=np.float64)
-        K.plr_predict(self.seg_keys, self.seg_fb, q, out)
+        K.plr_predict(self.segs, self.segf, q, out)
         return out

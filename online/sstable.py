@@ -35,7 +35,8 @@ __all__ = ["SSTable", "write_sstable", "BLOCK_BYTES", "file_crc"]
 
 BLOCK_BYTES = 4096  # bytes of records per fence pointer in `block` mode (LevelDB's block size)
 _META_KEY = b"rickhouse"
-_EMPTY_FB = np.zeros((1, 2), dtype=np.uint32)
+_EMPTY_SEGS = np.zeros((1, 2), dtype=np.uint64)
+_EMPTY_SEGF = _EMPTY_SEGS.view(np.float32)
 _EMPTY_I32 = np.zeros(2, dtype=np.int32)
 
 
@@ -176,8 +177,8 @@ class SSTable:
         self.block_build_ns = time.perf_counter_ns() - t0
         self.model: PLRModel | None = None
         self.delta = 0
-        # (mode, index keys, (slope, start) per segment, radix, radix shift, radix kind)
-        self._index: tuple = (K.MODE_BLOCK, self.fences, _EMPTY_FB, _EMPTY_I32, 0, 0)
+        # (mode, fences, PLR segments, their float32 view, radix, radix shift, radix kind)
+        self._index: tuple = self._block_index()
         # lookup statistics (approximate under concurrency: plain int updates under the GIL)
         self.lookups_positive = 0
         self.lookups_negative = 0
@@ -228,8 +229,14 @@ class SSTable:
         m = PLRModel(self.keys, delta, radix, fit)
         self.model = m
         self.delta = int(delta)
-        self._index = (K.MODE_LEARNED, m.seg_keys, m.seg_fb, m.radix, m.shift, m.radix_kind)
+        self._index = self._learned_index(m)
         return m
+
+    def _block_index(self) -> tuple:
+        return (K.MODE_BLOCK, self.fences, _EMPTY_SEGS, _EMPTY_SEGF, _EMPTY_I32, 0, 0)
+
+    def _learned_index(self, m: PLRModel) -> tuple:
+        return (K.MODE_LEARNED, self.fences, m.segs, m.segf, m.radix, m.shift, m.radix_kind)
 
     def mark_obsolete(self) -> None:
         """The manifest no longer names this file: delete it when the last reference goes."""
@@ -247,13 +254,13 @@ class SSTable:
             if mode == K.MODE_LEARNED:
                 if self.model is None:
                     raise ValueError("no model to force a learned lookup")
-                m = self.model
-                idx = (K.MODE_LEARNED, m.seg_keys, m.seg_fb, m.radix, m.shift, m.radix_kind)
+                idx = self._learned_index(self.model)
             else:
-                idx = (K.MODE_BLOCK, self.fences, _EMPTY_FB, _EMPTY_I32, 0, 0)
+                idx = self._block_index()
         return K.table_lookup(
             q, todo, ntodo, self.keys, self.records, idx[0], idx[1], idx[2], idx[3], idx[4],
-            idx[5], self.fstride, self.delta, self.bloom.words, use_bloom, hq, out, loc, srcid,
+            idx[5], idx[6], self.fstride, self.delta, self.bloom.words, use_bloom, hq, out, loc,
+            srcid,
         )  # fmt: skip
 
     def string_values(self, field: Field, positions: np.ndarray) -> list:
