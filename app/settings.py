@@ -46,7 +46,9 @@ class Settings:
         they get only CPU time no normal thread wants, and an online request that wakes up
         preempts them at once, on either core. With nice 10 an export still took a share of both
         cores: p99 during exports 2.23-2.39x alone, against 1.54-1.79x with SCHED_IDLE
-        (bench/results/serve.md). An export alone still uses every core. 0 = nice only.
+        (bench/results/serve.md). An export alone still uses every core; under online load
+        that keeps both cores busy, background work waits for it (an ingest's answer is later,
+        never lost). 0 = nice only: background work keeps a share of the cores under load.
     switch_interval_us: the interpreter's GIL switch interval while serving (sys.setswitchinterval).
         Python's default, 5000 us, lets a busy ingest or export thread hold the GIL for 5 ms
         before an online request gets it; a shorter interval bounds that wait. 0 keeps the default.
