@@ -156,7 +156,8 @@ def table_lookup(
     slope is segf[s, 2]). The segment is found through radix (kind rkind: RADIX_LINEAR or
     RADIX_LOG, see plr.py) over the top bits of (key - min) >> rshift; the last-mile search covers
     [pred - delta, pred + delta].
-    With use_bloom, hq[i] = bloom_hash(q[i]) (computed once for all the sstables of a lookup).
+    With use_bloom, hq[i] = bloom_hash(q[i]) (computed once for all the sstables of a lookup), or
+    hq empty: each key is hashed here (cheaper for a handful of keys than a separate pass).
     Ints instead of bools or numpy scalars keep the Python -> numba call cheap.
     """
     nk = tkeys.shape[0]
@@ -183,7 +184,11 @@ def table_lookup(
             qk[g] = k
             good = k >= kmin and k <= kmax
             if good and use_bloom != 0:
-                good = bloom_check_hashed(bloom, hq[i, 0], hq[i, 1])
+                if hq.shape[0] == 0:
+                    h, h2 = bloom_hash(k)
+                    good = bloom_check_hashed(bloom, h, h2)
+                else:
+                    good = bloom_check_hashed(bloom, hq[i, 0], hq[i, 1])
             ok[g] = good
             cnt[g] = 0
             base[g] = 0

@@ -46,7 +46,8 @@ __all__ = ["LSMTree"]
 
 log = logging.getLogger(__name__)
 LOCK_NAME = "LOCK"
-_NO_HASHES = np.empty((0, 2), dtype=np.uint64)  # lookups that probe no bloom filter
+_NO_HASHES = np.empty((0, 2), dtype=np.uint64)  # table_lookup then hashes each key itself
+_HASH_PASS_MIN = 16  # above this many keys, hash them once for all sstables (bloom_hashes)
 
 
 class LSMTree:
@@ -320,7 +321,7 @@ class LSMTree:
             sources.append(source)
         perf = time.perf_counter_ns
         hq = _NO_HASHES
-        if ntodo and (for_write or any(b for _, _, b in v.plan)):
+        if ntodo > _HASH_PASS_MIN and (for_write or any(b for _, _, b in v.plan)):
             hq = np.empty((n, 2), dtype=np.uint64)
             K.bloom_hashes(q, hq)
         for t, _level, use_bloom in v.plan:

@@ -48,7 +48,8 @@ def _probe(keys: np.ndarray, rng: np.random.Generator) -> np.ndarray:
                                   "clusters", "uniform 64-bit", "near max", "lognormal"])  # fmt: skip
 @pytest.mark.parametrize("mode", [K.MODE_BLOCK, K.MODE_LEARNED, "log radix"])
 @pytest.mark.parametrize("use_bloom", [0, 1])
-def test_table_lookup_matches_searchsorted(tmp_path, name, mode, use_bloom) -> None:
+@pytest.mark.parametrize("hashed", [True, False])
+def test_table_lookup_matches_searchsorted(tmp_path, name, mode, use_bloom, hashed) -> None:
     keys = ADVERSARIAL[name]
     t = _table(tmp_path, keys)
     t.learn(8, radix="log" if mode == "log radix" else "linear")
@@ -58,8 +59,9 @@ def test_table_lookup_matches_searchsorted(tmp_path, name, mode, use_bloom) -> N
     out = np.zeros((n, LAYOUT.rowwords), dtype=np.int64)
     loc = np.full(n, -1, dtype=np.int64)
     todo = np.arange(n, dtype=np.int64)
-    hq = np.empty((n, 2), dtype=np.uint64)
-    K.bloom_hashes(q, hq)
+    hq = np.empty((n if hashed else 0, 2), dtype=np.uint64)  # empty: the kernel hashes itself
+    if hashed:
+        K.bloom_hashes(q, hq)
     rem = t.lookup(q, todo, n, out, loc, 3, use_bloom, hq, mode)
     pos = np.searchsorted(keys, q).clip(0, len(keys) - 1)
     expect = keys[pos] == q
