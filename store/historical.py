@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from offline import FeatureQuery, SchemaMismatchError
 from store.batch import EVENT_TS, from_epoch_seconds, repeated_name
@@ -40,9 +41,13 @@ def with_seq(table: pa.Table, seq: int) -> pa.Table:
 
 def entity_table(entity_df: Any, plan: FeaturePlan) -> pa.Table | str:
     """The entity table of a point-in-time join: join keys cast to their types, event_timestamp
-    required, other columns passed through; a str is a Parquet path for the offline store."""
+    required, other columns passed through; a str is a Parquet path for the offline store, which
+    streams it. A Parquet file whose event_timestamp holds numbers (epoch seconds, as everywhere)
+    is read here and converted like a table."""
     if isinstance(entity_df, (str, Path)):
-        return str(entity_df)
+        if not _numeric_event_ts(str(entity_df)):
+            return str(entity_df)
+        entity_df = pq.read_table(str(entity_df))
     if isinstance(entity_df, pd.DataFrame):
         table = pa.Table.from_pandas(entity_df, preserve_index=False)
     elif isinstance(entity_df, pa.RecordBatch):
@@ -86,6 +91,19 @@ def entity_table(entity_df: Any, plan: FeaturePlan) -> pa.Table | str:
             ) from None
         table = table.set_column(table.schema.get_field_index(EVENT_TS), EVENT_TS, ts)
     return table
+
+
+def _numeric_event_ts(path: str) -> bool:
+    """The Parquet file at `path` has a numeric event_timestamp (its footer only; an unreadable
+    file is left to the offline store, which names the problem)."""
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException):
+        return False
+    if EVENT_TS not in schema.names:
+        return False
+    t = schema.field(EVENT_TS).type
+    return pa.types.is_integer(t) or pa.types.is_floating(t)
 
 
 @contextmanager

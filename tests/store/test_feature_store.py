@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from store.errors import (
@@ -66,6 +67,14 @@ def test_numbers_in_timestamp_columns_are_epoch_seconds_everywhere(fs) -> None:
     ent = {"user_id": [1, 1, 1], "item_id": ["a"] * 3, "event_timestamp": [t - 1, t + 59, t + 61]}
     hist = fs.get_historical_features(ent, ["pair:score"])
     assert hist.column("score").to_pylist() == [None, 1.0, 2.0]
+    path = fs.root / "entities_epoch.parquet"  # an entity *file* reads numbers the same way
+    pq.write_table(pa.table(ent), path)
+    assert pa.types.is_integer(pq.read_schema(path).field("event_timestamp").type)
+    assert fs.get_historical_features(str(path), ["pair:score"]).column("score").to_pylist() == [
+        None,
+        1.0,
+        2.0,
+    ]
     with pytest.raises(EntityKeyError, match="epoch-seconds"):
         fs.get_historical_features({**ent, "event_timestamp": [10**18] * 3}, ["pair:score"])
     with pytest.raises(ValidationError, match="Unix epoch seconds"):  # ns given as a number
