@@ -26,7 +26,7 @@ from app._ipc_size import dictionary_expansion_bytes, stream_decoded_bytes
 from app.catalog import Catalog
 from app.errors import ApiError, BadRequestError, NotFoundApiError, PayloadTooLargeError
 from app.payloads import check_columns, check_refs, coerce_keys, parse_features, require_object
-from store.errors import UnknownFeatureServiceError
+from store.errors import UnknownFeatureServiceError, short_repr
 
 PARQUET = "application/vnd.apache.parquet"
 ARROW = "application/vnd.apache.arrow.stream"
@@ -82,13 +82,8 @@ def parse_as_of_seq(value: Any) -> int | None:
     if isinstance(value, str) and _SEQ_TEXT.fullmatch(value):
         value = int(value)
     if type(value) is not int or value < 0:
-        raise BadRequestError(f"'as_of_seq' must be a non-negative integer, got {_short(value)}")
+        raise BadRequestError(f"'as_of_seq' must be a non-negative integer, got {short_repr(value)}")
     return value
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def safe_entities_path(path: Any, root: Path) -> str:
@@ -100,18 +95,18 @@ def safe_entities_path(path: Any, root: Path) -> str:
         candidate = (base / path).resolve()
         if not candidate.is_relative_to(base):
             raise BadRequestError(
-                f"'entities_path' {_short(path)} resolves outside the store root; "
+                f"'entities_path' {short_repr(path)} resolves outside the store root; "
                 "entity files must be under the store root"
             )
         if candidate.suffix.lower() != ".parquet":
-            raise BadRequestError(f"'entities_path' {_short(path)} is not a .parquet file")
+            raise BadRequestError(f"'entities_path' {short_repr(path)} is not a .parquet file")
         is_file = candidate.is_file()
     except OSError as exc:  # a name too long, a loop of symlinks, ...
         raise BadRequestError(
-            f"'entities_path' {_short(path)} is not a usable path: {exc.strerror}"
+            f"'entities_path' {short_repr(path)} is not a usable path: {exc.strerror}"
         ) from None
     if not is_file:
-        raise NotFoundApiError(f"'entities_path' {_short(path)}: no such file under the store root")
+        raise NotFoundApiError(f"'entities_path' {short_repr(path)}: no such file under the store root")
     return str(candidate)
 
 

@@ -16,7 +16,7 @@ import yaml
 
 from store.dtypes import KEY_DTYPES, check_dtype
 from store.duration import format_duration, parse_duration
-from store.errors import DefinitionError
+from store.errors import DefinitionError, short_repr
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # fullmatch: "$" would let a trailing newline in
 # Names become directory names (online/<view>__g<n>) and SQL identifiers: bounded well below a
@@ -31,18 +31,13 @@ def check_name(name: object, where: str) -> str:
     MAX_NAME characters)."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise DefinitionError(
-            f"{where}: invalid name {_short(name)}; use a letter followed by letters, digits or '_'"
+            f"{where}: invalid name {short_repr(name)}; use a letter followed by letters, digits or '_'"
         )
     if len(name) > MAX_NAME:
         raise DefinitionError(
-            f"{where}: name {_short(name)} has {len(name)} characters; at most {MAX_NAME}"
+            f"{where}: name {short_repr(name)} has {len(name)} characters; at most {MAX_NAME}"
         )
     return name
-
-
-def _short(value: object, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 @dataclass(frozen=True)

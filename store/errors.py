@@ -79,3 +79,9 @@ class CorruptionError(StoreError):
 
 class ClosedError(StoreError):
     """The FeatureStore was closed."""
+
+
+def short_repr(value: object, limit: int = 80) -> str:
+    """repr(value) for an error message, cut after `limit` characters (hostile input can be huge)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
