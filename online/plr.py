@@ -66,7 +66,6 @@ class PLRModel:
             ns = K.plr_fit(keys, float(delta) * (1.0 - _FIT_MARGIN), sk, fb)
         else:
             raise ValueError(f"fit must be 'optimal' or 'greedy', got {fit!r}")
-        self.fit = fit
         # per segment (start key, float32 bits of the slope | start position << 32): one 16-byte
         # entry, so the lookup's segment search and its prediction read the same cache line
         self.segs = np.empty((ns, 2), dtype=np.uint64)

@@ -64,7 +64,6 @@ def test_serving_knobs() -> None:
 
 def test_background_threads_run_at_lower_priority(tmp_path) -> None:  # noqa: ANN001
     """The write pool's threads (and the store's threads they start) get the configured nice."""
-    import os
     import threading
 
     from app.service import StoreService
