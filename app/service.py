@@ -99,7 +99,6 @@ class StoreService:
                 self.settings.root,
                 online_index=self.settings.online_index,
                 delta=self.settings.delta,
-                query_threads=self.settings.query_threads,
             )
             self._store = store
             self.unavailable_reason = None

@@ -49,12 +49,6 @@ class Settings:
         (bench/results/serve.md). An export alone still uses every core; under online load
         that keeps both cores busy, background work waits for it (an ingest's answer is later,
         never lost). 0 = nice only: background work keeps a share of the cores under load.
-    query_threads: threads DuckDB may use per offline query (exports, historical reads). Default:
-        every core but one, at least 1. An export's DuckDB workers otherwise fill every core the
-        event loop leaves idle between requests and share its caches: on 2 cores, p99 during
-        exports was 1.51-2.03x alone with 2 threads and 1.15-1.29x with 1, while exports under
-        online load completed just as often (12-13 per 20 s); an export alone takes ~1.14 s
-        instead of ~0.86 s (bench/results/serve.md).
     switch_interval_us: the interpreter's GIL switch interval while serving (sys.setswitchinterval).
         Python's default, 5000 us, lets a busy ingest or export thread hold the GIL for 5 ms
         before an online request gets it; a shorter interval bounds that wait. 0 keeps the default.
@@ -73,7 +67,6 @@ class Settings:
     switch_interval_us: int = 0
     background_nice: int = 10
     background_idle: bool = True
-    query_threads: int = max(1, (os.cpu_count() or 1) - 1)
     online_index: str = "auto"
     delta: int = 8
     log_level: str = "info"
@@ -96,7 +89,6 @@ class Settings:
             ),
             "background_nice": _int(env, "RICKHOUSE_BACKGROUND_NICE", cls.background_nice, 0, 19),
             "background_idle": _bool(env, "RICKHOUSE_BACKGROUND_IDLE", cls.background_idle),
-            "query_threads": _int(env, "RICKHOUSE_QUERY_THREADS", cls.query_threads, 1, 1024),
             "online_index": env.get("RICKHOUSE_ONLINE_INDEX", cls.online_index),
             "delta": _int(env, "RICKHOUSE_DELTA", cls.delta, 1, 1 << 20),
             "log_level": env.get("RICKHOUSE_LOG_LEVEL", cls.log_level).lower(),

@@ -94,10 +94,7 @@ class FeatureStore:
 
     root: the directory (`registry.json`, `LOCK`, `commitlog/`, `online/<view>/`, `offline/`).
     online_index, delta: index mode and PLR error bound of the online trees.
-    query_threads: threads DuckDB may use per offline query (None = every core); a server passes
-        fewer so that exports leave a core to online reads (app/settings.py).
-    tree_options / offline_options: full engine options (online_index, delta and query_threads
-        override).
+    tree_options / offline_options: full engine options (online_index and delta override).
     segment_bytes: commit-log segment size before rotation.
     _key_hash_bits: bucket bits of hashed keys; tests shrink it to force collisions.
     """
@@ -108,7 +105,6 @@ class FeatureStore:
         online_index: str = "auto",
         delta: int = 8,
         *,
-        query_threads: int | None = None,
         tree_options: TreeOptions | None = None,
         offline_options: OfflineOptions | None = None,
         segment_bytes: int = 64 << 20,
@@ -119,8 +115,6 @@ class FeatureStore:
         base = tree_options or TreeOptions()
         self._tree_options = replace(base, index=online_index, delta=delta)
         self._offline_options = offline_options or OfflineOptions()
-        if query_threads is not None:
-            self._offline_options = replace(self._offline_options, duckdb_threads=query_threads)
         self._hash_bits = _key_hash_bits
         # Lock order: _lock (sequencing: seq, key slots, log append) -> _applied (apply in seq
         # order) -> _claims_lock. An ingest holds _lock only to sequence and append, so one

@@ -123,11 +123,3 @@ def test_background_threads_get_the_idle_policy_by_default(tmp_path) -> None:  #
     finally:
         svc.write_pool.shutdown()
         svc.read_pool.shutdown()
-
-
-def test_query_threads_leave_a_core_to_online_reads() -> None:
-    """The server's DuckDB queries use every core but one by default (at least 1)."""
-    assert Settings.from_env({}).query_threads == max(1, (os.cpu_count() or 1) - 1)
-    assert Settings.from_env({"RICKHOUSE_QUERY_THREADS": "3"}).query_threads == 3
-    with pytest.raises(SettingsError, match="RICKHOUSE_QUERY_THREADS"):
-        Settings.from_env({"RICKHOUSE_QUERY_THREADS": "0"})

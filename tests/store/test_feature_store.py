@@ -378,12 +378,3 @@ def test_null_created_means_ingest_time_and_given_created_is_kept(fs, now) -> No
     created = res.created_ts.tolist()
     assert created[0] >= now and created[1] == 5
     assert fs.audit()["user_stats"]["mismatches"] == 0
-
-
-def test_query_threads_bound_duckdb(tmp_path) -> None:
-    """query_threads reaches the offline store's DuckDB connection (the server passes cores - 1)."""
-    fs = open_store(tmp_path / "q", query_threads=1)
-    try:
-        assert fs._off._con.execute("SELECT current_setting('threads')").fetchone()[0] == 1
-    finally:
-        fs.close()
