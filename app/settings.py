@@ -48,7 +48,10 @@ class Settings:
         cores: p99 during exports 2.23-2.39x alone, against 1.54-1.79x with SCHED_IDLE
         (bench/results/serve.md). An export alone still uses every core; under online load
         that keeps both cores busy, background work waits for it (an ingest's answer is later,
-        never lost). 0 = nice only: background work keeps a share of the cores under load.
+        never lost). 0 = nice only: background work keeps a share of the cores under load. Prefer
+        0 when other busy processes share the machine: a background thread holding a lock an
+        online read needs (the memtable's, for the microseconds of an insert) gets almost no CPU
+        while every core is busy with normal-priority work, and the read waits for it.
     switch_interval_us: the interpreter's GIL switch interval while serving (sys.setswitchinterval).
         Python's default, 5000 us, lets a busy ingest or export thread hold the GIL for 5 ms
         before an online request gets it; a shorter interval bounds that wait. 0 keeps the default.
