@@ -1,6 +1,6 @@
 """Benchmark of the feature server: HTTP load from a second process on 127.0.0.1.
 
-    .venv/bin/python bench/serve.py            # 20 s per run (about 4 minutes in all)
+    .venv/bin/python bench/serve.py            # 20 s per run (about 7 minutes in all)
     .venv/bin/python bench/serve.py --quick    # 4 s per run, smaller data
 
 What it does, bounded in count and time:
@@ -11,7 +11,10 @@ What it does, bounded in count and time:
    at concurrency 8 and 32, with 1 and 100 entities x 8 features per request;
 3. the same 1-entity load at concurrency 8 while N-row training exports run back to back, and
    while Arrow IPC ingests of 100k-row batches run back to back;
-4. Arrow IPC ingest over HTTP alone: rows/s acknowledged (each batch fsynced before its 200).
+4. Arrow IPC ingest over HTTP alone: rows/s acknowledged (each batch fsynced before its 200);
+5. --isolation-rounds (3) pairs of 1-entity runs back to back, alone then during exports: the
+   export-isolation target is checked on the median of their p99 ratios (--only-isolation runs
+   just these after the warm-up).
 
 wrk comes from Debian's packages: the script uses it when found, else installs it with
 `apt-get install -y wrk` when running as root, else stops and says so.
