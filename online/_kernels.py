@@ -276,21 +276,27 @@ def plr_greedy_segment(keys, i, delta, line):
 
 
 @njit(cache=True, nogil=True)
-def plr_fit(keys, delta, seg_keys, seg_fb):
-    """Greedy PLR: segments of plr_greedy_segment, each starting at a key. Writes per segment its
-    first key and (float32 bits of the slope, position of the first key) into seg_fb ((n, 2)
-    uint32); returns the number of segments. keys: sorted, unique, fewer than 2^32. The caller
-    passes delta slightly below the bound it promises, to absorb float rounding."""
+def plr_set_segment(segs, segf, s, key, slope32, start):
+    """Segment s in the format table_lookup reads: segs[s] = (first key, float32 bits of the
+    slope | start position << 32); segf is segs viewed as float32 (the slope is segf[s, 2])."""
+    segs[s, 0] = key
+    segs[s, 1] = np.uint64(start) << _S32
+    segf[s, 2] = slope32
+
+
+@njit(cache=True, nogil=True)
+def plr_fit(keys, delta, segs, segf):
+    """Greedy PLR: segments of plr_greedy_segment, each starting at a key, written with
+    plr_set_segment into segs ((n, 2) uint64) and its float32 view segf; returns the number of
+    segments. keys: sorted, unique, fewer than 2^32. The caller passes delta slightly below the
+    bound it promises, to absorb float rounding."""
     n = keys.shape[0]
-    slopes = seg_fb.view(np.float32)
     line = np.empty(1, np.float64)
     ns = 0
     i = 0
     while i < n:
         j = plr_greedy_segment(keys, i, delta, line)
-        seg_keys[ns] = keys[i]
-        slopes[ns, 0] = np.float32(line[0])
-        seg_fb[ns, 1] = np.uint32(i)
+        plr_set_segment(segs, segf, ns, keys[i], np.float32(line[0]), i)
         ns += 1
         i = j
     return ns

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from online._kernels import plr_greedy_segment
+from online._kernels import plr_greedy_segment, plr_set_segment
 
 HULL_CAP = 4096  # points per hull; a segment whose hull would outgrow it ends there
 
@@ -155,11 +155,10 @@ def _fits(keys, i, j, pos, slope32, delta):
 
 
 @njit(cache=True, nogil=True)
-def plr_fit_optimal(keys, delta, seg_keys, seg_fb):
+def plr_fit_optimal(keys, delta, segs, segf):
     """Segments of sorted unique keys (fewer than 2^32) within delta; same outputs as
     _kernels.plr_fit. Returns the number of segments."""
     n = keys.shape[0]
-    slopes = seg_fb.view(np.float32)
     eps = delta - 0.5 - 1e-3
     ux = np.empty(HULL_CAP, np.float64)
     uy = np.empty(HULL_CAP, np.float64)
@@ -177,13 +176,10 @@ def plr_fit_optimal(keys, delta, seg_keys, seg_fb):
             pos = np.floor(line[1] + np.float64(i) + 0.5)
             ok = pos >= 0.0 and _fits(keys, i, j, pos, s32, delta)
         if ok:
-            slopes[ns, 0] = s32
-            seg_fb[ns, 1] = np.uint32(pos)
+            plr_set_segment(segs, segf, ns, keys[i], s32, np.int64(pos))
         else:
             j = plr_greedy_segment(keys, i, delta * (1.0 - 1e-6), line)
-            slopes[ns, 0] = np.float32(line[0])
-            seg_fb[ns, 1] = np.uint32(i)
-        seg_keys[ns] = keys[i]
+            plr_set_segment(segs, segf, ns, keys[i], np.float32(line[0]), i)
         ns += 1
         i = j
     return ns

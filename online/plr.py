@@ -58,21 +58,18 @@ class PLRModel:
         n = len(keys)
         if n >= 1 << 32:
             raise ValueError("PLRModel stores positions as uint32: at most 2^32 - 1 keys")
-        sk = np.empty(n, dtype=np.uint64)
-        fb = np.empty((n, 2), dtype=np.uint32)
-        if fit == "optimal":
-            ns = plr_fit_optimal(keys, float(delta), sk, fb)
-        elif fit == "greedy":
-            ns = K.plr_fit(keys, float(delta) * (1.0 - _FIT_MARGIN), sk, fb)
-        else:
-            raise ValueError(f"fit must be 'optimal' or 'greedy', got {fit!r}")
         # per segment (start key, float32 bits of the slope | start position << 32): one 16-byte
         # entry, so the lookup's segment search and its prediction read the same cache line
-        self.segs = np.empty((ns, 2), dtype=np.uint64)
-        self.segs[:, 0] = sk[:ns]
-        self.segs[:, 1] = fb[:ns, 0].astype(np.uint64) | (fb[:ns, 1].astype(np.uint64) << 32)
+        buf = np.empty((n, 2), dtype=np.uint64)
+        if fit == "optimal":
+            ns = plr_fit_optimal(keys, float(delta), buf, buf.view(np.float32))
+        elif fit == "greedy":
+            ns = K.plr_fit(keys, float(delta) * (1.0 - _FIT_MARGIN), buf, buf.view(np.float32))
+        else:
+            raise ValueError(f"fit must be 'optimal' or 'greedy', got {fit!r}")
+        self.segs = buf[:ns].copy()
+        del buf
         self.segf = self.segs.view(np.float32)  # the slope of segment s is segf[s, 2]
-        del sk, fb
         self.min_key = int(keys[0])
         span = int(keys[-1]) - self.min_key
         # at most one radix entry per two segments (and 2^MAX_RADIX_BITS): a key's segment

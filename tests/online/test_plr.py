@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from online import PLRModel
+from online.options import PLR_FITS
 
 MAX = np.iinfo(np.uint64).max
 
@@ -47,7 +48,7 @@ def _adversarial() -> dict[str, np.ndarray]:
 ADVERSARIAL = _adversarial()
 
 
-FITS = ["optimal", "greedy"]
+FITS = list(PLR_FITS)
 
 
 def _assert_within_delta(keys: np.ndarray, delta: int, fit: str = "optimal") -> PLRModel:
