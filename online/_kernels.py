@@ -124,6 +124,25 @@ def _lockstep(arr, base, cnt, qk, gn):
 
 
 @njit(cache=True, nogil=True)
+def _lockstep_segs(segs, base, cnt, qk, gn):
+    """_lockstep over the start keys segs[:, 0] of (n, 2) PLR segments. A copy on purpose:
+    _lockstep over the strided view segs[:, 0] measured 2-3% slower per learned lookup."""
+    active = True
+    while active:
+        active = False
+        for g in range(gn):
+            c = cnt[g]
+            if c > 1:
+                h = c >> 1
+                if segs[base[g] + h, 0] <= qk[g]:
+                    base[g] += h
+                c -= h
+                cnt[g] = c
+                if c > 1:
+                    active = True
+
+
+@njit(cache=True, nogil=True)
 def table_lookup(
     q, todo, ntodo, tkeys, recs, mode, fences, segs, segf, radix, rshift, rkind, fstride, delta,
     bloom, use_bloom, hq, out, loc, srcid,
@@ -146,7 +165,6 @@ def table_lookup(
     kmin = tkeys[0]
     kmax = tkeys[nk - 1]
     nf = fences.shape[0]
-    seg_keys = segs[:, 0]
     fbuf = np.empty(1, np.float64)
     fbits = fbuf.view(np.uint64)
     sh = np.uint64(rshift)
@@ -197,7 +215,7 @@ def table_lookup(
                     s0 = max(np.int64(radix[p]) - 1, 0)
                     base[g] = s0
                     cnt[g] = max(np.int64(radix[p + 1]) - s0, 1)
-            _lockstep(seg_keys, base, cnt, qk, gn)
+            _lockstep_segs(segs, base, cnt, qk, gn)
             for g in range(gn):
                 if ok[g]:
                     s = base[g]
