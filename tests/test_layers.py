@@ -1,4 +1,4 @@
-"""The layering rule of DESIGN.md: app -> store -> {online, offline}; arrows point down only."""
+"""The layering rule of DESIGN.md: app -> cluster -> store -> {online, offline}; arrows point down."""
 
 import ast
 from pathlib import Path
@@ -6,11 +6,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("app", "store", "offline", "online")
+PACKAGES = ("app", "cluster", "store", "offline", "online")
 FORBIDDEN = {
     "online": {"offline", "store", "app"},
     "offline": {"online", "store", "app"},
-    "store": {"app"},
+    "store": {"app", "cluster"},
+    "cluster": {"app", "fastapi", "starlette", "uvicorn"},  # no HTTP server types below app
     "app": set(),
 }
 
@@ -29,6 +30,8 @@ def _imported_top_levels(path: Path) -> set[str]:
 @pytest.mark.parametrize("package", PACKAGES)
 def test_package_imports_only_downward(package: str) -> None:
     offenders = []
+    if not (ROOT / package).is_dir():
+        pytest.skip(f"package {package} does not exist yet")
     for path in sorted((ROOT / package).rglob("*.py")):
         bad = _imported_top_levels(path) & FORBIDDEN[package]
         if bad:
