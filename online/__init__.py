@@ -1,10 +1,14 @@
 """online: the learned-index LSM engine (Bourbon-style) that serves feature lookups.
 
-Public surface (see docs/INTERNAL_API.md): LSMTree, TreeOptions, Field, LookupResult and the
-errors. Everything else is an implementation detail.
+One `LSMTree` per feature view maps uint64 keys to the latest row of typed fields (`Field`),
+configured by `TreeOptions`; `get_many` returns a `LookupResult`. `PLRModel` is the learned index
+of one sorted run, exported for benchmarks. Errors: `OnlineError` and its subclasses
+`OnlineCorruptionError` (names the damaged file), `SchemaMismatchError`, `ClosedError`.
+The contract with the other packages is docs/INTERNAL_API.md; how the modules fit together is
+the docstring of tree.py. Every other name is an implementation detail.
 """
 
-from online.errors import ClosedError, CorruptionError, OnlineError, SchemaMismatchError
+from online.errors import ClosedError, OnlineCorruptionError, OnlineError, SchemaMismatchError
 from online.lookup import LookupResult
 from online.options import TreeOptions
 from online.plr import PLRModel
@@ -18,7 +22,7 @@ __all__ = [
     "LookupResult",
     "PLRModel",
     "OnlineError",
-    "CorruptionError",
+    "OnlineCorruptionError",
     "SchemaMismatchError",
     "ClosedError",
 ]

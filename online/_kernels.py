@@ -1,10 +1,12 @@
-"""numba kernels of the engine: hashing, bloom filters, sstable and memtable lookups, PLR fitting,
-merging. Pure functions over numpy arrays, `@njit(cache=True, nogil=True)`; the typed wrappers live
-beside the structures that own the arrays (bloom.py, plr.py, sstable.py, memtable.py, merge.py).
+"""numba kernels of lookups: hashing, bloom filters and the sstable search. Pure functions over
+numpy arrays, `@njit(cache=True, nogil=True)`; their typed wrappers live beside the structures that
+own the arrays (bloom.py, sstable.py). The other kernel families have their own private modules:
+the PLR fit (_plr_kernels.py, _pla.py), the memtable hash table (_hash_kernels.py) and merging
+(_merge_kernels.py).
 
 Records are (n, rowwords) int64 arrays (see schema.py); words 0, 1, 2 are event_ts, created_ts, seq.
 Lookups advance GROUP keys in lockstep, one search step for each before the next, so that their
-cache misses overlap instead of queueing.
+cache misses overlap instead of queueing. Stateless; safe to call from any thread.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-GROUP = 32  # keys advanced in lockstep by the lookup kernels (16 -> 32: learned -3-11%, block -3-5%)
+GROUP = 32  # keys advanced in lockstep by the lookup kernels: enough misses in flight per core
 BLOOM_K = 6  # probes per key, all inside one 512-bit block — on-disk format is rebuilt, not stored
 _GOLD = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -56,8 +58,8 @@ def bloom_hash(key):
 
 @njit(cache=True, nogil=True)
 def bloom_hashes(keys, out):
-    """out[i] = bloom_hash(keys[i]): computed once per lookup batch, shared by every filter it
-    probes (a lookup through ten L0 sstables hashed each key ten times)."""
+    """out[i] = bloom_hash(keys[i]): computed once per lookup batch and shared by every filter it
+    probes, instead of once per filter."""
     for i in range(keys.shape[0]):
         h, h2 = bloom_hash(keys[i])
         out[i, 0] = h
@@ -142,6 +144,8 @@ def _lockstep_segs(segs, base, cnt, qk, gn):
                     active = True
 
 
+# the signature is kept on three lines (the fmt: skip): 20 parameters one per line would bury
+# the docstring
 @njit(cache=True, nogil=True)
 def table_lookup(
     q, todo, ntodo, tkeys, recs, mode, fences, segs, segf, radix, rshift, rkind, fstride, delta,
@@ -260,218 +264,3 @@ def binary_search_many(tkeys, q, out):
         for g in range(gn):
             p = base[g]
             out[g0 + g] = p if nk > 0 and tkeys[p] == qk[g] else -1
-
-
-# ---- PLR --------------------------------------------------------------------------------------
-
-
-@njit(cache=True, nogil=True)
-def plr_greedy_segment(keys, i, delta, line):
-    """Greedy PLR (shrinking cone) from keys[i]: the slope is kept inside the cone of slopes that
-    predict every later key of the segment within delta of (position - i); a key that empties the
-    cone (or narrows it below float32 resolution: slopes are stored as float32) ends the segment.
-    Writes the slope to line[0]; returns the end of the segment."""
-    n = keys.shape[0]
-    x0 = keys[i]
-    lo = 0.0
-    hi = np.inf
-    j = i + 1
-    while j < n:
-        dx = np.float64(keys[j] - x0)
-        dy = np.float64(j - i)
-        nlo = max(lo, (dy - delta) / dx)
-        nhi = min(hi, (dy + delta) / dx)
-        if nlo > nhi:
-            break
-        mid = np.float64(np.float32((nlo + nhi) * 0.5))
-        if mid < nlo or mid > nhi:
-            break
-        lo = nlo
-        hi = nhi
-        j += 1
-    line[0] = np.float32((lo + hi) * 0.5) if hi < np.inf else np.float32(0.0)
-    return j
-
-
-@njit(cache=True, nogil=True)
-def plr_set_segment(segs, segf, s, key, slope32, start):
-    """Segment s in the format table_lookup reads: segs[s] = (first key, float32 bits of the
-    slope | start position << 32); segf is segs viewed as float32 (the slope is segf[s, 2])."""
-    segs[s, 0] = key
-    segs[s, 1] = np.uint64(start) << _S32
-    segf[s, 2] = slope32
-
-
-@njit(cache=True, nogil=True)
-def plr_fit(keys, delta, segs, segf):
-    """Greedy PLR: segments of plr_greedy_segment, each starting at a key, written with
-    plr_set_segment into segs ((n, 2) uint64) and its float32 view segf; returns the number of
-    segments. keys: sorted, unique, fewer than 2^32. The caller passes delta slightly below the
-    bound it promises, to absorb float rounding."""
-    n = keys.shape[0]
-    line = np.empty(1, np.float64)
-    ns = 0
-    i = 0
-    while i < n:
-        j = plr_greedy_segment(keys, i, delta, line)
-        plr_set_segment(segs, segf, ns, keys[i], np.float32(line[0]), i)
-        ns += 1
-        i = j
-    return ns
-
-
-@njit(cache=True, nogil=True)
-def plr_predict(segs, segf, q, out):
-    """out[i] = predicted position of q[i] (the arithmetic of table_lookup); q[i] >= segs[0, 0]."""
-    ns = segs.shape[0]
-    for i in range(q.shape[0]):
-        lo = 0
-        hi = ns
-        while hi - lo > 1:
-            mid = (lo + hi) >> 1
-            if segs[mid, 0] <= q[i]:
-                lo = mid
-            else:
-                hi = mid
-        dx = np.float64(q[i] - segs[lo, 0])
-        out[i] = np.float64(segs[lo, 1] >> _S32) + np.float64(segf[lo, 2]) * dx
-
-
-# ---- memtable -------------------------------------------------------------------------------
-
-
-@njit(cache=True, nogil=True)
-def mem_insert(htab, slot_keys, recs, nrows, bkeys, brecs, rows, out_slot):
-    """Insert batch rows `rows`, in order, into the hash table htab ((cap, 2) uint64: key, slot + 1;
-    0 = empty; linear probing; cap a power of two). A row replaces the stored one when its
-    (event_ts, created_ts) >= the stored pair (it is later in seq or in the batch, so it wins
-    ties); otherwise it is dropped (out_slot = -1). Returns the new row count."""
-    mask = np.uint64(htab.shape[0] - 1)
-    width = recs.shape[1]
-    for r in range(rows.shape[0]):
-        b = rows[r]
-        k = bkeys[b]
-        h = np.int64(mix64(k) & mask)
-        while htab[h, 1] != 0 and htab[h, 0] != k:
-            h = np.int64((np.uint64(h) + _ONE) & mask)
-        if htab[h, 1] == 0:
-            s = nrows
-            nrows += 1
-            htab[h, 0] = k
-            htab[h, 1] = np.uint64(s + 1)
-            slot_keys[s] = k
-        else:
-            s = np.int64(htab[h, 1]) - 1
-            if brecs[b, 0] < recs[s, 0] or (brecs[b, 0] == recs[s, 0] and brecs[b, 1] < recs[s, 1]):
-                out_slot[r] = -1
-                continue
-        for w in range(width):
-            recs[s, w] = brecs[b, w]
-        out_slot[r] = s
-    return nrows
-
-
-@njit(cache=True, nogil=True)
-def mem_rehash(slot_keys, nrows, htab):
-    """Rebuild the hash table (all zeros) from slot_keys[:nrows]."""
-    mask = np.uint64(htab.shape[0] - 1)
-    for s in range(nrows):
-        k = slot_keys[s]
-        h = np.int64(mix64(k) & mask)
-        while htab[h, 1] != 0:
-            h = np.int64((np.uint64(h) + _ONE) & mask)
-        htab[h, 0] = k
-        htab[h, 1] = np.uint64(s + 1)
-
-
-@njit(cache=True, nogil=True)
-def mem_lookup(q, todo, ntodo, htab, recs, out, loc, srcid):
-    """Memtable counterpart of table_lookup (same outputs and todo compaction)."""
-    mask = np.uint64(htab.shape[0] - 1)
-    width = recs.shape[1]
-    tag = np.int64(srcid) << LOC_SHIFT
-    rem = 0
-    for j in range(ntodo):
-        i = todo[j]
-        k = q[i]
-        h = np.int64(mix64(k) & mask)
-        while htab[h, 1] != 0 and htab[h, 0] != k:
-            h = np.int64((np.uint64(h) + _ONE) & mask)
-        if htab[h, 1] == 0:
-            todo[rem] = i
-            rem += 1
-        else:
-            s = np.int64(htab[h, 1]) - 1
-            for w in range(width):
-                out[i, w] = recs[s, w]
-            loc[i] = tag | s
-    return rem
-
-
-# ---- batches and merges -----------------------------------------------------------------------
-
-
-@njit(cache=True, nogil=True)
-def merge_two(ka, ga, kb, gb, hdr, outk, outg):
-    """Merge sorted unique runs a (newer) and b (older) of keys with global row ids; on equal keys
-    keep the row with the larger (event_ts, created_ts, seq) of hdr[gid], a on ties. Returns the
-    merged length."""
-    na = ka.shape[0]
-    nb = kb.shape[0]
-    i = 0
-    j = 0
-    m = 0
-    while i < na and j < nb:
-        if ka[i] < kb[j]:
-            outk[m] = ka[i]
-            outg[m] = ga[i]
-            i += 1
-        elif kb[j] < ka[i]:
-            outk[m] = kb[j]
-            outg[m] = gb[j]
-            j += 1
-        else:
-            a = ga[i]
-            b = gb[j]
-            older_wins = hdr[b, 0] > hdr[a, 0] or (
-                hdr[b, 0] == hdr[a, 0]
-                and (hdr[b, 1] > hdr[a, 1] or (hdr[b, 1] == hdr[a, 1] and hdr[b, 2] > hdr[a, 2]))
-            )
-            outk[m] = ka[i]
-            outg[m] = b if older_wins else a
-            i += 1
-            j += 1
-        m += 1
-    while i < na:
-        outk[m] = ka[i]
-        outg[m] = ga[i]
-        i += 1
-        m += 1
-    while j < nb:
-        outk[m] = kb[j]
-        outg[m] = gb[j]
-        j += 1
-        m += 1
-    return m
-
-
-@njit(cache=True, nogil=True)
-def copy_headers(recs, out, offset):
-    """out[offset + i] = recs[i, :3] (event_ts, created_ts, seq), without holding the GIL."""
-    for i in range(recs.shape[0]):
-        out[offset + i, 0] = recs[i, 0]
-        out[offset + i, 1] = recs[i, 1]
-        out[offset + i, 2] = recs[i, 2]
-
-
-@njit(cache=True, nogil=True)
-def gather_run(gids, lo, hi, recs, out):
-    """For every m with lo <= gids[m] < hi: out[m] = recs[gids[m] - lo] (one input run of a
-    merge; gids are global row ids), without holding the GIL."""
-    width = recs.shape[1]
-    for m in range(gids.shape[0]):
-        g = gids[m]
-        if g >= lo and g < hi:
-            p = g - lo
-            for w in range(width):
-                out[m, w] = recs[p, w]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from online._kernels import plr_greedy_segment, plr_set_segment
+from online._plr_kernels import plr_greedy_segment, plr_set_segment
 
 HULL_CAP = 4096  # points per hull; a segment whose hull would outgrow it ends there
 
@@ -171,7 +171,7 @@ def _fits(keys, i, j, pos, slope32, delta):
 @njit(cache=True, nogil=True)
 def plr_fit_optimal(keys, delta, segs, segf):
     """Segments of sorted unique keys (fewer than 2^32) within delta; same outputs as
-    _kernels.plr_fit. Returns the number of segments."""
+    _plr_kernels.plr_fit. Returns the number of segments."""
     n = keys.shape[0]
     eps = delta - 0.5 - 1e-3
     ux = np.empty(HULL_CAP, np.float64)

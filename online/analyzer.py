@@ -10,15 +10,19 @@ model). It is learned when the expected benefit exceeds the expected cost:
   their lifetime; with none retired yet, twice the lookups this sstable has served so far (it is
   expected to live at least as long again).
 - ns/key of both kinds of lookup: running per-level statistics measured by `get_many`; until a
-  level has measured learned lookups, `learned_saving_prior` x its block ns/key.
+  level has measured learned lookups, `learned_saving_prior` x its block ns/key. The first calls
+  of each sstable in each mode are not timed (sstable.WARMUP_CALLS): they pay numba's compilation
+  and page faults, which no later call pays and which no model saves.
 - build ns/key: running mean over the models built so far (`build_ns_per_key_prior` before).
 
-Thread-safety: called by one thread at a time (the tree's maintenance lock); `snapshot` may be
-read from any thread.
+Thread-safety: `evaluate` and `retire` are called by one thread at a time (the tree's
+_compact_lock); `record_build` may be called from any thread (flushes learn too): `_build_lock`
+guards the build statistics; `snapshot` may be read from any thread.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -34,6 +38,8 @@ __all__ = ["Analyzer"]
 class _LevelStats:
     retired: int = 0
     retired_lookups: int = 0
+    retired_positive: int = 0
+    retired_negative: int = 0
     ns_block: int = 0
     keys_block: int = 0
     ns_learned: int = 0
@@ -42,26 +48,32 @@ class _LevelStats:
 
 @dataclass
 class Analyzer:
+    """Decisions and the statistics they rest on; see the module docstring."""
+
     options: TreeOptions
-    learned: int = 0
+    learned: int = 0  # GUARDED_BY(the tree's _compact_lock), as every field not named below
     skipped: int = 0
-    build_ns: int = 0
-    build_keys: int = 0
+    build_ns: int = 0  # GUARDED_BY(_build_lock)
+    build_keys: int = 0  # GUARDED_BY(_build_lock)
     levels: dict[int, _LevelStats] = field(default_factory=dict)
     decisions: deque = field(default_factory=lambda: deque(maxlen=32))
     _skipped_tables: set[str] = field(default_factory=set)
+    _build_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def _level(self, level: int) -> _LevelStats:
         return self.levels.setdefault(level, _LevelStats())
 
     def record_build(self, keys: int, ns: int) -> None:
-        self.build_keys += keys
-        self.build_ns += ns
+        """A model of `keys` keys was built in `ns` ns."""
+        with self._build_lock:
+            self.build_keys += keys
+            self.build_ns += ns
 
     @property
     def build_ns_per_key(self) -> float:
-        if self.build_keys:
-            return self.build_ns / self.build_keys
+        with self._build_lock:
+            if self.build_keys:
+                return self.build_ns / self.build_keys
         return self.options.build_ns_per_key_prior
 
     def retire(self, level: int, table: SSTable) -> None:
@@ -69,6 +81,8 @@ class Analyzer:
         s = self._level(level)
         s.retired += 1
         s.retired_lookups += table.lookups_positive + table.lookups_negative
+        s.retired_positive += table.lookups_positive
+        s.retired_negative += table.lookups_negative
         self._add_timings(s, table)
         self._skipped_tables.discard(table.name)
 
@@ -109,11 +123,17 @@ class Analyzer:
             cost = len(t) * self.build_ns_per_key
             learn = benefit > cost
             decision = {
-                "sstable": t.name, "level": level, "keys": len(t), "lookups": served,
-                "expected_lookups": round(expected), "saving_ns": round(saving, 1),
-                "benefit_ns": round(benefit), "cost_ns": round(cost),
-                "decision": "learn" if learn else "skip", "time": time.time(),
-            }  # fmt: skip
+                "sstable": t.name,
+                "level": level,
+                "keys": len(t),
+                "lookups": served,
+                "expected_lookups": round(expected),
+                "saving_ns": round(saving, 1),
+                "benefit_ns": round(benefit),
+                "cost_ns": round(cost),
+                "decision": "learn" if learn else "skip",
+                "time": time.time(),
+            }
             if learn:
                 self.learned += 1
                 self._skipped_tables.discard(t.name)
@@ -124,6 +144,11 @@ class Analyzer:
                 self.skipped += 1
                 self.decisions.append(decision)
         return todo
+
+    def retired_lookups(self, level: int) -> tuple[int, int]:
+        """(positive, negative) lookups served by the sstables retired from `level`."""
+        s = self.levels.get(level)
+        return (s.retired_positive, s.retired_negative) if s else (0, 0)
 
     def snapshot(self, tables: list[tuple[int, SSTable]]) -> dict[str, Any]:
         pending = sum(1 for _, t in tables if t.model is None and t.age() < self.options.t_wait_s)

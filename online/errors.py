@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["OnlineError", "CorruptionError", "SchemaMismatchError", "ClosedError"]
+__all__ = ["OnlineError", "OnlineCorruptionError", "SchemaMismatchError", "ClosedError"]
 
 
 class OnlineError(Exception):
     """Base of every error raised by `online/`."""
 
 
-class CorruptionError(OnlineError):
+class OnlineCorruptionError(OnlineError):
     """A file of the tree is missing, truncated or fails its checksum; the message names the file."""
 
     def __init__(self, path: str, problem: str) -> None:

@@ -58,7 +58,7 @@ class _Decoder:
                 fmt.append(f"{off - pos}x")
             fmt.append(f"{w}f" if w else _STRUCT_CODES[f.dtype])
             self.items.append((item, w))
-            dt = layout.struct.fields[f"f{i}"][0]
+            dt = layout.dtypes[i]
             self.arrays.append((dt.base if w else dt, off, w))
             item += w or 1
             pos = off + layout.sizes[i]
@@ -226,7 +226,8 @@ class LookupResult:
     def _columns_rows(
         self, dec: _Decoder, plan: list[tuple[int, int, int]], scalars: bool
     ) -> list[tuple[list, list[bool]]]:
-        rec = self._records
+        # Any: numpy's stubs do not declare the buffer protocol that struct reads
+        rec: Any = self._records
         if not rec.flags.c_contiguous:
             rec = np.ascontiguousarray(rec)
         unpack, size = dec.struct.unpack_from, dec.struct.size
@@ -239,6 +240,7 @@ class LookupResult:
         for i, item, width in plan:
             bit = 1 << i
             valid = [bool(b & bit) for b in bitmaps]
+            vals: list[Any]
             if item < 0:  # string: outside the record, read per row (n is small here)
                 f = self._layout.fields[i]
                 vals = [self._string_at(f, r) if ok else None for r, ok in enumerate(valid)]

@@ -15,8 +15,8 @@ from typing import Any
 
 import crc32c
 
-from online.errors import CorruptionError
-from online.sstable import fsync_dir
+from online._fsio import fsync_dir
+from online.errors import OnlineCorruptionError
 
 __all__ = ["Manifest", "MANIFEST_NAME"]
 
@@ -64,13 +64,15 @@ class Manifest:
             outer = json.loads(path.read_text())
             body = outer["body"]
             if crc32c.crc32c(body.encode()) != outer["crc32c"]:
-                raise CorruptionError(str(path), "CRC32C mismatch: the manifest is corrupt")
+                raise OnlineCorruptionError(str(path), "CRC32C mismatch: the manifest is corrupt")
             d = json.loads(body)
             if d.get("format") != FORMAT:
-                raise CorruptionError(str(path), f"unknown manifest format {d.get('format')!r}")
+                raise OnlineCorruptionError(
+                    str(path), f"unknown manifest format {d.get('format')!r}"
+                )
             return cls(d["fields"], d["levels"], int(d["next_file"]), int(d["durable_seq"]))
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
-            raise CorruptionError(str(path), f"unreadable manifest ({e})") from None
+            raise OnlineCorruptionError(str(path), f"unreadable manifest ({e})") from None
 
     def live_files(self) -> set[str]:
         return {m["file"] for level in self.levels for m in level}

@@ -2,12 +2,12 @@
 
 Records sit in a growable (capacity, rowwords) int64 array indexed by slot. String values stay in
 the Arrow columns of the batches inserted (never Python objects: converting strings to and from
-objects holds the GIL for ~0.3 s per million and stalls every other thread, the server's event
-loop included); per slot, `string_rows` holds its row among them (-1: null). Only the latest
-version of a key is kept (see `_kernels.mem_insert`).
+objects holds the GIL for long stretches and stalls every other thread, the server's event loop
+included); per slot, `string_rows` holds its row among them (-1: null). Only the latest
+version of a key is kept (see `_hash_kernels.mem_insert`).
 
-Thread-safety: `insert` and `lookup` take the memtable's lock (the insert kernel runs for about a
-millisecond per 10k rows); a frozen memtable is never written again and is read without it.
+Thread-safety: `insert` and `lookup` take the memtable's lock for one kernel call; a frozen
+memtable is never written again and is read without it (see the GUARDED_BY comments).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import threading
 import numpy as np
 import pyarrow as pa
 
+from online import _hash_kernels as H
 from online import _kernels as K
 from online.schema import Field, Layout
 
@@ -26,20 +27,31 @@ __all__ = ["Memtable"]
 
 
 class Memtable:
-    """Latest row per key for one layout."""
+    """Latest row per key for one layout. The row and hash arrays are GUARDED_BY(lock) while the
+    memtable is active; once `frozen` they are never written again and are read without it."""
+
+    recs: np.ndarray  # (capacity, rowwords) int64 records by slot; GUARDED_BY(lock)
+    slot_keys: np.ndarray  # key of each slot; GUARDED_BY(lock)
+    string_rows: (
+        np.ndarray
+    )  # per slot, its row among the string chunks (-1: null); GUARDED_BY(lock)
+    htab: np.ndarray  # (cap, 2) uint64 hash table of key, slot + 1; GUARDED_BY(lock)
 
     def __init__(self, layout: Layout, capacity: int = 1024) -> None:
         self.layout = layout
         self.lock = threading.Lock()
-        self.nrows = 0
-        self.max_seq = 0  # seq of the last batch written while this memtable was active
-        self.string_bytes = 0
-        # per string field, the large_string column of every batch inserted; chunk_starts[c] is
-        # the row (counted over all batches) where chunk c starts
+        self.nrows = 0  # GUARDED_BY(lock)
+        # seq of the last batch written while this memtable was active; GUARDED_BY(the tree's
+        # _write_lock)
+        self.max_seq = 0
+        self.string_bytes = 0  # GUARDED_BY(lock)
+        # per string field, the large_string column of every batch inserted (only appended to);
+        # chunk_starts[c] is the row (counted over all batches) where chunk c starts;
+        # GUARDED_BY(lock)
         self.string_chunks: dict[int, list[pa.Array]] = {i: [] for i in layout.string_fields}
-        self.chunk_starts: list[int] = []
-        self.chunk_rows = 0
-        self.frozen = False
+        self.chunk_starts: list[int] = []  # GUARDED_BY(lock)
+        self.chunk_rows = 0  # GUARDED_BY(lock)
+        self.frozen = False  # set once, under the tree's _write_lock, after the last insert
         self._alloc_rows(capacity)
         self._alloc_hash(1 << (2 * capacity - 1).bit_length())  # a power of two
 
@@ -58,7 +70,7 @@ class Memtable:
         assert cap & (cap - 1) == 0, "hash capacity must be a power of two"
         self.htab = np.zeros((cap, 2), dtype=np.uint64)  # key, slot + 1 (0 = empty)
         if self.nrows:
-            K.mem_rehash(self.slot_keys, self.nrows, self.htab)
+            H.mem_rehash(self.slot_keys, self.nrows, self.htab)
 
     def _read_lock(self) -> threading.Lock | contextlib.nullcontext:
         # a frozen memtable is never written again (frozen is set under the tree's write lock,
@@ -93,7 +105,7 @@ class Memtable:
             if 2 * need > len(self.htab):
                 self._alloc_hash(1 << (2 * need - 1).bit_length())
             out_slot = np.empty(m, dtype=np.int64)
-            self.nrows = K.mem_insert(
+            self.nrows = H.mem_insert(
                 self.htab, self.slot_keys, self.recs, self.nrows, keys, records, rows, out_slot
             )
             applied = out_slot >= 0
@@ -110,13 +122,22 @@ class Memtable:
                     self.string_rows[slots] = -1
             return int(applied.sum())
 
-    def lookup(self, q, todo, ntodo, out, loc, srcid, strings: bool = False):
+    def lookup(
+        self,
+        q: np.ndarray,
+        todo: np.ndarray,
+        ntodo: int,
+        out: np.ndarray,
+        loc: np.ndarray,
+        srcid: int,
+        strings: bool = False,
+    ) -> tuple[int, Memtable | _StringSnapshot]:
         """mem_lookup under the lock; see _kernels.table_lookup for the outputs. Returns (keys
         remaining, source): the source to read string values from later, a snapshot of the
         strings of the rows found (taken under the same lock as the records, so a later write
         cannot change them) when `strings`, else self."""
         with self._read_lock():
-            rem = K.mem_lookup(q, todo, ntodo, self.htab, self.recs, out, loc, srcid)
+            rem = H.mem_lookup(q, todo, ntodo, self.htab, self.recs, out, loc, srcid)
             if not strings or not self.string_chunks or rem == ntodo:
                 return rem, self
             tag = np.int64(srcid) << K.LOC_SHIFT

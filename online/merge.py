@@ -3,7 +3,7 @@
 A run is the keys, records and string columns of a memtable snapshot or an sstable; runs are given
 newest first, and on equal keys the row with the larger (event_ts, created_ts, seq) wins (the
 newer run on ties). Runs written with an older schema are converted to the current layout first.
-Pure functions; the inputs are only read.
+Pure functions; the inputs are only read (a memtable's run is a snapshot taken under its lock).
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from online import _kernels as K
+from online import _merge_kernels as M
+from online.memtable import Memtable
 from online.schema import Field, Layout
+from online.sstable import SSTable
 
-__all__ = ["Run", "merge_runs"]
+__all__ = ["Run", "merge_runs", "table_run", "memtable_run"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,18 @@ class Run:
     records: np.ndarray
     layout: Layout
     strings: Callable[[Field], pa.Array]
+
+
+def table_run(t: SSTable) -> Run:
+    """The run of an sstable: views of its mapped arrays, no copy."""
+    return Run(t.keys, t.records, t.layout, t.string_column)
+
+
+def memtable_run(mem: Memtable) -> Run:
+    """The run of a memtable: a sorted copy of its rows, taken now."""
+    keys, recs, strings = mem.sorted_run()
+    layout = mem.layout
+    return Run(keys, recs, layout, lambda f: strings[layout.index[f.name]])
 
 
 def merge_runs(runs: Sequence[Run], layout: Layout) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -45,7 +59,7 @@ def merge_runs(runs: Sequence[Run], layout: Layout) -> tuple[np.ndarray, np.ndar
     # the heavy loops run in nogil kernels so that writers keep running during a compaction
     hdr = np.empty((int(offsets[-1]), 3), dtype=np.int64)
     for r, rc in enumerate(recs):
-        K.copy_headers(rc, hdr, offsets[r])
+        M.copy_headers(rc, hdr, offsets[r])
     ck = np.asarray(runs[0].keys)
     cg = np.arange(sizes[0], dtype=np.int64)
     for r, run in enumerate(runs[1:], start=1):
@@ -53,11 +67,11 @@ def merge_runs(runs: Sequence[Run], layout: Layout) -> tuple[np.ndarray, np.ndar
         gb = np.arange(offsets[r], offsets[r + 1], dtype=np.int64)
         outk = np.empty(len(ck) + len(kb), dtype=np.uint64)
         outg = np.empty(len(ck) + len(kb), dtype=np.int64)
-        m = K.merge_two(ck, cg, kb, gb, hdr, outk, outg)
+        m = M.merge_two(ck, cg, kb, gb, hdr, outk, outg)
         ck, cg = outk[:m], outg[:m]
     out = np.empty((len(ck), layout.rowwords), dtype=np.int64)
     for r in range(len(runs)):
-        K.gather_run(cg, offsets[r], offsets[r + 1], recs[r], out)
+        M.gather_run(cg, offsets[r], offsets[r + 1], recs[r], out)
     strings = {}
     for i in layout.string_fields:
         f = layout.fields[i]

@@ -20,9 +20,9 @@ class TreeOptions:
         or "auto" (Bourbon's cost-benefit analyzer decides per sstable).
     delta: PLR error bound; a smaller delta means a shorter last-mile search but more segments.
     plr_fit: how the learned index fits its segments, both within delta and read by the same
-        lookup: "optimal" (the convex-hull PLA, as the PGM-index: 6-21% fewer segments than
-        Greedy-PLR on the benchmark's key sets, ~15 ns/key to build) or "greedy" (Bourbon's
-        Greedy-PLR, a cone through each segment's first key, ~3 ns/key).
+        lookup: "optimal" (the convex-hull PLA, as the PGM-index: fewer segments than Greedy-PLR,
+        slower to build) or "greedy" (Bourbon's Greedy-PLR, a cone through each segment's first
+        key: faster to build); measured in bench/RESULTS.md.
     memtable_bytes: memtable size that triggers a flush; larger means fewer L0 files but more memory
         and longer replay after a crash.
     l0_trigger: number of L0 sstables that triggers an L0 -> L1 compaction; more files means cheaper
@@ -41,8 +41,8 @@ class TreeOptions:
     l0_stop_writes: writers wait while L0 holds this many sstables (at least l0_trigger + 1), so
         that ingest faster than compaction cannot pile up L0 files that every lookup must check
         (RocksDB's level0_stop_writes_trigger, 36 there with slowdowns from 20).
-    build_ns_per_key_prior: analyzer's build-cost estimate until a model has been built (PLR
-        builds measured 4-22 ns/key on the 2-core dev machine).
+    build_ns_per_key_prior: analyzer's build-cost estimate until a model has been built (a
+        typical PLR build cost, see bench/RESULTS.md).
     learned_saving_prior: analyzer's estimate of the fraction of lookup time a model saves, until
         both kinds of lookups have been measured on the level.
     """

@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from online import _kernels as K
+from online import _plr_kernels as P
 from online._pla import plr_fit_optimal
 
 __all__ = ["PLRModel"]
@@ -64,7 +65,7 @@ class PLRModel:
         if fit == "optimal":
             ns = plr_fit_optimal(keys, float(delta), buf, buf.view(np.float32))
         elif fit == "greedy":
-            ns = K.plr_fit(keys, float(delta) * (1.0 - _FIT_MARGIN), buf, buf.view(np.float32))
+            ns = P.plr_fit(keys, float(delta) * (1.0 - _FIT_MARGIN), buf, buf.view(np.float32))
         else:
             raise ValueError(f"fit must be 'optimal' or 'greedy', got {fit!r}")
         self.segs = buf[:ns].copy()
@@ -122,5 +123,5 @@ class PLRModel:
         """Predicted positions (float64) of q (each >= the first key), as the lookup computes them."""
         q = np.ascontiguousarray(q, dtype=np.uint64)
         out = np.empty(len(q), dtype=np.float64)
-        K.plr_predict(self.segs, self.segf, q, out)
+        P.plr_predict(self.segs, self.segf, q, out)
         return out

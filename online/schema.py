@@ -11,13 +11,14 @@ A row's fixed-width part is one record of `rowbytes` bytes (a multiple of 8):
 Strings live outside the record (an Arrow string column beside the records, indexed by the record's
 position); the record only carries their valid bit. Because fields are only ever appended, an old
 layout converts to a new one by copying fields (`Layout.convert`): appended fields read null.
-Immutable; safe to share between threads.
+Keys are uint64, one per row, outside the record (`as_keys` checks them). Immutable; safe to
+share between threads.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,10 +26,10 @@ import pyarrow as pa
 
 from online.errors import OnlineError
 
-__all__ = ["Field", "Layout", "HEADER_BYTES"]
+__all__ = ["Field", "Layout", "HEADER_BYTES", "as_keys"]
 
 HEADER_BYTES = 24  # event_ts, created_ts, seq (int64 each) — on-disk format, do not change
-_SCALARS = {
+_SCALARS: dict[str, tuple[np.dtype, pa.DataType]] = {
     "int32": (np.dtype(np.int32), pa.int32()),
     "int64": (np.dtype(np.int64), pa.int64()),
     "float32": (np.dtype(np.float32), pa.float32()),
@@ -86,7 +87,9 @@ class Layout:
         off = HEADER_BYTES + self.bitmap_bytes
         self.offsets: list[int] = []
         self.sizes: list[int] = []
-        names_, formats, offsets = ["event_ts", "created_ts", "seq"], ["<i8"] * 3, [0, 8, 16]
+        names_, offsets = ["event_ts", "created_ts", "seq"], [0, 8, 16]
+        formats: list[object] = ["<i8"] * 3
+        fmt: object
         for i, f in enumerate(self.fields):
             if f.dtype == "string":
                 self.offsets.append(-1)
@@ -109,6 +112,12 @@ class Layout:
         self.struct = np.dtype(
             {"names": names_, "formats": formats, "offsets": offsets, "itemsize": self.rowbytes}
         )
+        in_record: Mapping[str, tuple] = self.struct.fields or {}
+        # per field, its dtype inside the record (strings, which are not in it: object)
+        self.dtypes: list[np.dtype] = [
+            in_record[f"f{i}"][0] if f"f{i}" in in_record else np.dtype(object)
+            for i in range(self.nfields)
+        ]
         self.index = {f.name: i for i, f in enumerate(self.fields)}
         self.string_fields = [i for i, f in enumerate(self.fields) if f.dtype == "string"]
 
@@ -173,7 +182,9 @@ class Layout:
         if f.dtype == "string":
             raise OnlineError(f"field {name!r} is a string; it is not stored in the record")
         n = records.shape[0]
-        dt = self.struct.fields[f"f{i}"][0]
+        dt = self.dtypes[i]
+        shape: tuple[int, ...]
+        strides: tuple[int, ...]
         if dt.subdtype is not None:  # float32[N]
             shape, strides, dt = (n, dt.shape[0]), (self.rowbytes, 4), dt.base
         else:
@@ -274,3 +285,25 @@ def _strings(col: pa.Array, f: Field) -> pa.Array:
     if not pa.types.is_string(col.type):
         raise _type_error(f, col)
     return col.cast(pa.large_string())
+
+
+def as_keys(keys: np.ndarray) -> np.ndarray:
+    """keys as a 1-D, C-contiguous, writable uint64 array (the kernels' one signature): `keys`
+    itself when it already is one, else a converted copy; OnlineError for other shapes, dtypes
+    or negative integers."""
+    if type(keys) is np.ndarray and keys.dtype == np.uint64 and keys.ndim == 1:
+        f = keys.flags
+        if f.c_contiguous and f.writeable:
+            return keys
+    a = np.asarray(keys)
+    if a.ndim != 1:
+        raise OnlineError(f"keys must be a 1-D array, got shape {a.shape}")
+    if a.dtype != np.uint64:
+        if a.dtype.kind not in "iu" and len(a):
+            raise OnlineError(f"keys must be uint64, got dtype {a.dtype}")
+        if a.dtype.kind == "i" and len(a) and a.min() < 0:
+            raise OnlineError("keys must be uint64; got negative integers")
+        a = a.astype(np.uint64)
+    if not a.flags.c_contiguous or not a.flags.writeable:
+        a = a.copy()
+    return a

@@ -7,7 +7,8 @@ large_string column per string field; schema metadata `rickhouse` = {"fields": [
 It is written to a temp file, fsynced and renamed; its size and CRC32C are kept in the manifest.
 
 Thread-safety: immutable after open except the index state, which is replaced as a whole tuple
-(block -> learned), so a reader sees either the old or the new index. The file is unlinked once it
+(block -> learned), so a reader sees either the old or the new index, and the lookup statistics
+(plain int updates by `Version.lookup`, approximate when threads race). The file is unlinked once it
 is obsolete (no longer in the manifest) and no live object refers to it.
 """
 
@@ -21,17 +22,17 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-import crc32c
 import numpy as np
 import pyarrow as pa
 
 from online import _kernels as K
+from online._fsio import file_crc, fsync_dir, fsync_file
 from online.bloom import BloomFilter
-from online.errors import CorruptionError
+from online.errors import OnlineCorruptionError
 from online.plr import PLRModel
 from online.schema import Field, Layout
 
-__all__ = ["SSTable", "write_sstable", "BLOCK_BYTES", "file_crc"]
+__all__ = ["SSTable", "write_sstable", "BLOCK_BYTES"]
 
 BLOCK_BYTES = 4096  # bytes of records per fence pointer in `block` mode (LevelDB's block size)
 _META_KEY = b"rickhouse"
@@ -40,26 +41,10 @@ _EMPTY_SEGF = _EMPTY_SEGS.view(np.float32)
 _EMPTY_I32 = np.zeros(2, dtype=np.int32)
 
 
-def file_crc(path: Path) -> tuple[int, int]:
-    """(size, CRC32C) of a file."""
-    crc = 0
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(16 << 20):
-            crc = crc32c.crc32c(chunk, crc)
-            size += len(chunk)
-    return size, crc
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 _MIN_TS = -(2**63)  # max_event_ts / max_created_ts of an empty table
+# lookup calls per index mode that Version.lookup counts but does not time: the first calls pay
+# numba's compilation (or cache load) and the page faults of the fresh mapping
+WARMUP_CALLS = 2
 
 
 def write_sstable(
@@ -89,11 +74,7 @@ def write_sstable(
     with pa.OSFile(str(tmp), "wb") as sink:
         with pa.ipc.new_file(sink, schema) as writer:
             writer.write_batch(batch)
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_file(tmp)
     size, crc = file_crc(tmp)
     os.replace(tmp, directory / name)
     fsync_dir(directory)
@@ -140,13 +121,15 @@ class SSTable:
         self.opened = time.monotonic()
         path = str(self.path)
         if not self.path.exists():
-            raise CorruptionError(path, "sstable named by the manifest is missing")
+            raise OnlineCorruptionError(path, "sstable named by the manifest is missing")
         if verify:
             size, crc = file_crc(self.path)
             if size != meta["bytes"]:
-                raise CorruptionError(path, f"size {size} bytes, manifest says {meta['bytes']}")
+                raise OnlineCorruptionError(
+                    path, f"size {size} bytes, manifest says {meta['bytes']}"
+                )
             if crc != meta["crc32c"]:
-                raise CorruptionError(path, "CRC32C mismatch: the file is corrupt")
+                raise OnlineCorruptionError(path, "CRC32C mismatch: the file is corrupt")
         try:
             # a private (copy-on-write, never written) mapping: numpy sees writable arrays, which
             # numba's dispatcher types several times faster than read-only ones
@@ -157,11 +140,11 @@ class SSTable:
             batch = reader.get_batch(0)
             fields = json.loads(reader.schema.metadata[_META_KEY])
         except (pa.ArrowInvalid, OSError, KeyError, ValueError, TypeError) as e:
-            raise CorruptionError(path, f"not a readable sstable ({e})") from None
+            raise OnlineCorruptionError(path, f"not a readable sstable ({e})") from None
         if [list(x) for x in fields["fields"]] != layout.to_json() or batch.num_rows != meta[
             "keys"
         ]:
-            raise CorruptionError(path, "schema or row count differs from the manifest")
+            raise OnlineCorruptionError(path, "schema or row count differs from the manifest")
         n = batch.num_rows
         self.keys = self._view(batch.column(0), 8, n).view(np.uint64)
         self.records = (
@@ -177,15 +160,21 @@ class SSTable:
         self.block_build_ns = time.perf_counter_ns() - t0
         self.model: PLRModel | None = None
         self.delta = 0
-        # (mode, fences, PLR segments, their float32 view, radix, radix shift, radix kind)
+        # (mode, fences, PLR segments, their float32 view, radix, radix shift, radix kind):
+        # replaced as a whole by learn(), so a lookup uses one consistent index
         self._index: tuple = self._block_index()
-        # lookup statistics (approximate under concurrency: plain int updates under the GIL)
+        # K.MODE_BLOCK or K.MODE_LEARNED: the mode of _index, set right after it (a lookup racing
+        # learn() may file its timing under the other mode)
+        self.index_code = K.MODE_BLOCK
+        # lookup statistics, written by Version.lookup without a lock (plain int updates under
+        # the GIL: approximate when threads race, which the analyzer tolerates)
         self.lookups_positive = 0
         self.lookups_negative = 0
         self.ns_block = 0
         self.keys_block = 0
         self.ns_learned = 0
         self.keys_learned = 0
+        self.untimed_calls = [WARMUP_CALLS, WARMUP_CALLS]  # left per mode, by K.MODE_* code
         self._obsolete = [False]
         weakref.finalize(self, _unlink_if_obsolete, path, self._obsolete)
 
@@ -194,7 +183,7 @@ class SSTable:
         buf = arr.buffers()[1]
         off = buf.address - self._base.ctypes.data + arr.offset * width
         if off < 0 or off + n * width > len(self._base):
-            raise CorruptionError(str(self.path), "column buffer outside the file")
+            raise OnlineCorruptionError(str(self.path), "column buffer outside the file")
         return self._base[off : off + n * width]
 
     def __len__(self) -> int:
@@ -218,7 +207,7 @@ class SSTable:
 
     @property
     def index_mode(self) -> str:
-        return "learned" if self._index[0] == K.MODE_LEARNED else "block"
+        return "learned" if self.index_code == K.MODE_LEARNED else "block"
 
     @property
     def fence_bytes(self) -> int:
@@ -230,6 +219,7 @@ class SSTable:
         self.model = m
         self.delta = int(delta)
         self._index = self._learned_index(m)
+        self.index_code = K.MODE_LEARNED
         return m
 
     def _block_index(self) -> tuple:
@@ -245,18 +235,22 @@ class SSTable:
     def age(self) -> float:
         return time.monotonic() - self.opened
 
-    def lookup(self, q, todo, ntodo, out, loc, srcid, use_bloom, hq, mode=None) -> int:
-        """table_lookup over this table (see _kernels); use_bloom: int 0/1, then hq are the keys'
-        K.bloom_hashes; mode: None = the current index, else force K.MODE_BLOCK / K.MODE_LEARNED
-        (benchmarks, tests)."""
+    def lookup(
+        self,
+        q: np.ndarray,
+        todo: np.ndarray,
+        ntodo: int,
+        out: np.ndarray,
+        loc: np.ndarray,
+        srcid: int,
+        use_bloom: int,
+        hq: np.ndarray,
+    ) -> int:
+        """K.table_lookup of q[todo[:ntodo]] through the current index (see _kernels for the
+        outputs); use_bloom: int 0/1, then hq are the keys' K.bloom_hashes (or empty). Returns
+        how many keys remain unfound."""
         idx = self._index
-        if mode is not None and mode != idx[0]:
-            if mode == K.MODE_LEARNED:
-                if self.model is None:
-                    raise ValueError("no model to force a learned lookup")
-                idx = self._learned_index(self.model)
-            else:
-                idx = self._block_index()
+        # kept on four lines (the fmt: skip): 20 kernel arguments one per line would hide the call
         return K.table_lookup(
             q, todo, ntodo, self.keys, self.records, idx[0], idx[1], idx[2], idx[3], idx[4],
             idx[5], idx[6], self.fstride, self.delta, self.bloom.words, use_bloom, hq, out, loc,

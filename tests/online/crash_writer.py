@@ -17,8 +17,15 @@ import pyarrow as pa
 from online import Field, LSMTree, TreeOptions
 
 FIELDS = [Field("v", "int64"), Field("s", "string")]
-OPTIONS = TreeOptions(index="learned", memtable_bytes=8_000, l0_trigger=2, level1_bytes=30_000,
-                      size_ratio=2, background=True, t_wait_s=0.0)  # fmt: skip
+OPTIONS = TreeOptions(
+    index="learned",
+    memtable_bytes=8_000,
+    l0_trigger=2,
+    level1_bytes=30_000,
+    size_ratio=2,
+    background=True,
+    t_wait_s=0.0,
+)
 BATCHES = 400
 
 

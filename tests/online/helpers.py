@@ -1,6 +1,9 @@
-"""Shared helpers of the online tests: a small schema and batch builders."""
+"""Shared helpers of the online tests: a small schema, batch builders and a stand-in sstable."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -41,3 +44,20 @@ def row_of(batch: pa.RecordBatch, r: int) -> dict:
     row = {name: batch.column(name)[r].as_py() for name in batch.schema.names}
     row["t"] = batch.column("t")[r].value  # int64 ns
     return row
+
+
+@dataclass
+class FakeTable:
+    """An sstable as compaction picking and version edits see it: a name and a manifest entry."""
+
+    name: str
+    nbytes: int = 100
+    meta: dict[str, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.meta = {"file": self.name, "bytes": self.nbytes}
+
+
+def fake_table(name: str, nbytes: int = 100) -> Any:
+    """A FakeTable, typed to stand where an SSTable is expected."""
+    return FakeTable(name, nbytes)

@@ -20,13 +20,24 @@ def _batch(values: np.ndarray) -> pa.RecordBatch:
 
 
 def test_readers_see_consistent_monotonic_rows_through_compactions(tmp_path) -> None:
-    opts = TreeOptions(index="auto", memtable_bytes=20_000, l0_trigger=2, level1_bytes=60_000,
-                       size_ratio=3, t_wait_s=0.0)  # fmt: skip
+    opts = TreeOptions(
+        index="auto",
+        memtable_bytes=20_000,
+        l0_trigger=2,
+        level1_bytes=60_000,
+        size_ratio=3,
+        t_wait_s=0.0,
+    )
     tree = LSMTree(tmp_path, FIELDS, opts)
     keys = np.arange(NKEYS, dtype=np.uint64) * np.uint64(7919)
     seq = 1
-    tree.write(seq, keys, np.zeros(NKEYS, np.int64), np.zeros(NKEYS, np.int64),
-               _batch(np.zeros(NKEYS, np.int64)))  # fmt: skip
+    tree.write(
+        seq,
+        keys,
+        np.zeros(NKEYS, np.int64),
+        np.zeros(NKEYS, np.int64),
+        _batch(np.zeros(NKEYS, np.int64)),
+    )
     latest = np.zeros(NKEYS, dtype=np.int64)
     errors: list[str] = []
     stop = threading.Event()

@@ -1,10 +1,9 @@
-"""numba kernels against numpy / dict oracles."""
+"""numba kernels against numpy / dict oracles (the sstable search: test_sstable.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pytest
 
 from online import Field
 from online import _kernels as K
@@ -12,7 +11,6 @@ from online.bloom import BloomFilter
 from online.memtable import Memtable
 from online.merge import Run, merge_runs
 from online.schema import Layout
-from online.sstable import SSTable, write_sstable
 
 from .test_plr import ADVERSARIAL
 
@@ -28,11 +26,6 @@ def _records(keys: np.ndarray, ev=None) -> np.ndarray:
     return recs
 
 
-def _table(tmp_path, keys: np.ndarray, number: int = 1) -> SSTable:
-    meta = write_sstable(tmp_path, number, LAYOUT, keys, _records(keys), {})
-    return SSTable(tmp_path, meta, LAYOUT)
-
-
 def _probe(keys: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Present keys, their neighbours, the extremes and random 64-bit values."""
     u = np.uint64
@@ -42,36 +35,6 @@ def _probe(keys: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     q = np.concatenate([rng.choice(keys, 500), near[:1000], extreme, rand])
     rng.shuffle(q)
     return q
-
-
-@pytest.mark.parametrize("name", ["one key", "two far keys", "huge gaps", "dense runs",
-                                  "clusters", "uniform 64-bit", "near max", "lognormal"])  # fmt: skip
-@pytest.mark.parametrize("mode", [K.MODE_BLOCK, K.MODE_LEARNED, "log radix"])
-@pytest.mark.parametrize("use_bloom", [0, 1])
-@pytest.mark.parametrize("hashed", [True, False])
-def test_table_lookup_matches_searchsorted(tmp_path, name, mode, use_bloom, hashed) -> None:
-    keys = ADVERSARIAL[name]
-    t = _table(tmp_path, keys)
-    t.learn(8, radix="log" if mode == "log radix" else "linear")
-    mode = K.MODE_LEARNED if mode == "log radix" else mode
-    q = _probe(keys, np.random.default_rng(1))
-    n = len(q)
-    out = np.zeros((n, LAYOUT.rowwords), dtype=np.int64)
-    loc = np.full(n, -1, dtype=np.int64)
-    todo = np.arange(n, dtype=np.int64)
-    hq = np.empty((n if hashed else 0, 2), dtype=np.uint64)  # empty: the kernel hashes itself
-    if hashed:
-        K.bloom_hashes(q, hq)
-    rem = t.lookup(q, todo, n, out, loc, 3, use_bloom, hq, mode)
-    pos = np.searchsorted(keys, q).clip(0, len(keys) - 1)
-    expect = keys[pos] == q
-    assert np.array_equal(loc >= 0, expect)
-    assert np.array_equal(loc[expect] & ((1 << K.LOC_SHIFT) - 1), pos[expect])
-    assert np.all(loc[expect] >> K.LOC_SHIFT == 3)
-    assert np.array_equal(out[expect, 4], q[expect].astype(np.int64))
-    assert not out[~expect].any()
-    assert rem == (~expect).sum()
-    assert sorted(todo[:rem]) == list(np.flatnonzero(~expect))
 
 
 def test_binary_search_baseline_matches_searchsorted() -> None:

@@ -148,8 +148,13 @@ def test_strings_from_one_or_several_sources_match_what_was_written(tmp_path, fl
     text = [None if i % 11 == 5 else t for i, t in enumerate(text)]
     keys = np.arange(n, dtype=np.uint64)
     cols = [pa.array(text, type=pa.large_string()), pa.array(np.arange(n))]
-    tree.write(1, keys, np.ones(n, np.int64), np.ones(n, np.int64), pa.RecordBatch.from_arrays(
-        cols, names=["s", "x"]))  # fmt: skip
+    tree.write(
+        1,
+        keys,
+        np.ones(n, np.int64),
+        np.ones(n, np.int64),
+        pa.RecordBatch.from_arrays(cols, names=["s", "x"]),
+    )
     if flush:
         tree.flush()  # one sstable; then half the keys again in the memtable: two sources
     try:
@@ -160,8 +165,13 @@ def test_strings_from_one_or_several_sources_match_what_was_written(tmp_path, fl
             assert res.columns(["s"])[0][0] == want
         if flush:
             half = keys[::2]
-            tree.write(2, half, np.ones(len(half), np.int64), np.ones(len(half), np.int64),
-                       pa.RecordBatch.from_arrays([c.take(half) for c in cols], names=["s", "x"]))  # fmt: skip
+            tree.write(
+                2,
+                half,
+                np.ones(len(half), np.int64),
+                np.ones(len(half), np.int64),
+                pa.RecordBatch.from_arrays([c.take(half) for c in cols], names=["s", "x"]),
+            )
             res = tree.get_many(keys)
             assert res.values("s").tolist() == text
             assert res.columns(["s"])[0][0] == text

@@ -35,10 +35,10 @@ def test_appended_fields_read_null_for_older_rows(tmp_path, compact) -> None:
     tree = LSMTree(tmp_path, more, OPTS)
     b = _batch3(2).slice(0, 1)
     b = pa.RecordBatch.from_arrays(
-        b.columns + [pa.array([7]), pa.array([[1, 2, 3]], pa.list_(pa.float32(), 3)),
-                     pa.array(["new"])],
+        b.columns
+        + [pa.array([7]), pa.array([[1, 2, 3]], pa.list_(pa.float32(), 3)), pa.array(["new"])],
         names=[f.name for f in more],
-    )  # fmt: skip
+    )
     tree.write(2, np.array([3], np.uint64), Z[:1] + 1, Z[:1], b)
     if compact:
         tree.compact(full=True)

@@ -32,9 +32,15 @@ class TreeMachine(RuleBasedStateMachine):
         super().__init__()
         self.dir = tempfile.mkdtemp(prefix="rickhouse-online-")
         self.options = TreeOptions(
-            index=self.index, background=False, memtable_bytes=4096, l0_trigger=2,
-            level1_bytes=6000, size_ratio=2, t_wait_s=0.0, verify_checksums=True,
-        )  # fmt: skip
+            index=self.index,
+            background=False,
+            memtable_bytes=4096,
+            l0_trigger=2,
+            level1_bytes=6000,
+            size_ratio=2,
+            t_wait_s=0.0,
+            verify_checksums=True,
+        )
         self.tree = LSMTree(self.dir, FIELDS, self.options)
         self.model: dict[int, tuple[tuple, dict]] = {}
         self.seq = 0

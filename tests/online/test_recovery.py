@@ -1,4 +1,5 @@
-"""Corrupt, missing and orphan files; the directory lock."""
+"""Opening a tree's directory (recovery.py): corrupt, missing and orphan files, the directory
+lock, and the deletion of compacted files once unreferenced."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from online import CorruptionError, LSMTree, OnlineError, TreeOptions
+from online import LSMTree, OnlineCorruptionError, OnlineError, TreeOptions
 
 from .helpers import FIELDS, make_batch
 
@@ -32,7 +33,7 @@ def test_flipped_byte_in_an_sstable_names_the_file(tmp_path) -> None:
     data = bytearray(p.read_bytes())
     data[len(data) // 2] ^= 0xFF
     p.write_bytes(bytes(data))
-    with pytest.raises(CorruptionError, match=name) as e:
+    with pytest.raises(OnlineCorruptionError, match=name) as e:
         LSMTree(tmp_path, FIELDS, OPTS)
     assert "CRC32C" in str(e.value) and e.value.path.endswith(name)
 
@@ -41,7 +42,7 @@ def test_truncated_sstable_names_the_file(tmp_path) -> None:
     name = _tree_with_data(tmp_path)[-1]
     p = tmp_path / name
     p.write_bytes(p.read_bytes()[:100])
-    with pytest.raises(CorruptionError, match=f"{name}.*size"):
+    with pytest.raises(OnlineCorruptionError, match=f"{name}.*size"):
         LSMTree(tmp_path, FIELDS, OPTS)
 
 
@@ -50,14 +51,14 @@ def test_unreadable_sstable_without_checksum_verification_names_the_file(tmp_pat
     p = tmp_path / name
     p.write_bytes(b"\0" * p.stat().st_size)
     opts = TreeOptions(index="block", background=False, verify_checksums=False)
-    with pytest.raises(CorruptionError, match=f"{name}.*not a readable sstable"):
+    with pytest.raises(OnlineCorruptionError, match=f"{name}.*not a readable sstable"):
         LSMTree(tmp_path, FIELDS, opts)
 
 
 def test_missing_sstable_names_the_file(tmp_path) -> None:
     name = _tree_with_data(tmp_path)[0]
     (tmp_path / name).unlink()
-    with pytest.raises(CorruptionError, match=f"{name}.*missing"):
+    with pytest.raises(OnlineCorruptionError, match=f"{name}.*missing"):
         LSMTree(tmp_path, FIELDS, OPTS)
 
 
@@ -73,7 +74,7 @@ def test_corrupt_manifest_names_the_manifest(tmp_path, damage) -> None:
         outer = json.loads(p.read_text())
         outer["body"] = outer["body"].replace('"durable_seq": 2', '"durable_seq": 3')
         p.write_text(json.dumps(outer))
-    with pytest.raises(CorruptionError, match="MANIFEST"):
+    with pytest.raises(OnlineCorruptionError, match="MANIFEST"):
         LSMTree(tmp_path, FIELDS, OPTS)
 
 
@@ -86,8 +87,13 @@ def test_orphan_and_temp_files_are_removed_on_open(tmp_path) -> None:
     assert sorted(p.name for p in tmp_path.glob("*.sst")) == live
     assert not list(tmp_path.glob("*.tmp"))
     assert tree.get_many(np.array([60], dtype=np.uint64)).found.all()
-    tree.write(3, np.array([1], np.uint64), np.zeros(1, np.int64), np.zeros(1, np.int64),
-               make_batch(np.random.default_rng(1), 1, 3))  # fmt: skip
+    tree.write(
+        3,
+        np.array([1], np.uint64),
+        np.zeros(1, np.int64),
+        np.zeros(1, np.int64),
+        make_batch(np.random.default_rng(1), 1, 3),
+    )
     tree.flush()  # new file numbers never collide with a removed orphan
     assert "001000.sst" in {p.name for p in tmp_path.glob("*.sst")}
     tree.close()
