@@ -58,4 +58,8 @@ def publish(target: Path, write: Callable[[Path], None], fsync: bool = True) -> 
 
 def publish_bytes(target: Path, data: bytes, fsync: bool = True) -> None:
     """Atomically replace `target` with `data`."""
-    publish(target, lambda temp: temp.write_bytes(data), fsync=fsync)
+
+    def write(temp: Path) -> None:
+        temp.write_bytes(data)
+
+    publish(target, write, fsync=fsync)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from offline.errors import CorruptionError
+from offline.errors import OfflineCorruptionError
 from offline.manifest import FileEntry
 from offline.partition import partition_dir, split_by_day
 from offline.schema import pad_to
@@ -38,12 +38,12 @@ def read_partition(
 ) -> pa.Table:
     """The rows of `group` (files of partition `day`), padded to `schema`, as one file's table.
 
-    `schema`: the view's stored schema. An unreadable file raises CorruptionError.
+    `schema`: the view's stored schema. An unreadable file raises OfflineCorruptionError.
     """
     try:
         tables = [pad_to(pq.read_table(view_dir / f.path), schema) for f in group]
     except (OSError, pa.ArrowInvalid) as exc:
-        raise CorruptionError(
+        raise OfflineCorruptionError(
             f"view {view!r}: cannot read a file of partition {partition_dir(day)} "
             f"for compaction: {exc}",
             path=str(view_dir / partition_dir(day)),

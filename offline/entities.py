@@ -55,6 +55,7 @@ class EntityInput:
             )
             con.register("__rh_entities", narrow)
             return "__rh_entities"
+        assert self.path is not None  # exactly one of table and path is set
         params["__rh_entity_path"] = literal_path(self.path)
         cols = ", ".join(quote_ident(c) for c in columns)
         source = (

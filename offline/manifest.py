@@ -2,7 +2,8 @@
 
 `<root>/offline/manifest.json` is the single source of truth on reopen: a file not named here
 is invisible (and deleted as a leftover). It is replaced atomically (temp, fsync, rename, fsync
-dir). `Manifest` objects are immutable snapshots; `FileEntry` too. Thread-safe to read.
+dir). `ViewState` and `FileEntry` are immutable values. Reading and writing are pure file
+operations; the store serializes writers (its `_io_lock`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from offline._fsio import TEMP_SUFFIX, publish_bytes
-from offline.errors import CorruptionError
+from offline.errors import OfflineCorruptionError
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def read_manifest(directory: Path) -> dict[str, ViewState]:
             raise ValueError(f"unknown manifest format {obj.get('format')!r}")
         return {name: ViewState.from_json(v) for name, v in obj["views"].items()}
     except (ValueError, KeyError, TypeError, pa.ArrowInvalid) as exc:
-        raise CorruptionError(
+        raise OfflineCorruptionError(
             f"offline manifest {path} is unreadable ({exc}); restore it from a backup "
             "or remove the offline directory to rebuild it from the commit log",
             path=str(path),
@@ -119,12 +120,12 @@ def check_and_clean(directory: Path, files: dict[str, tuple[FileEntry, ...]], sk
     """Verify the files the manifest names exist; delete temp files and files it does not name.
 
     `files`: each view's manifest-named files; `skip`: a directory under `directory` that holds
-    no views (left untouched). A missing named file raises CorruptionError.
+    no views (left untouched). A missing named file raises OfflineCorruptionError.
     """
     for view, entries in files.items():
         for f in entries:
             if not (directory / view / f.path).is_file():
-                raise CorruptionError(
+                raise OfflineCorruptionError(
                     f"view {view!r}: Parquet file {directory / view / f.path} "
                     "named by the offline manifest is missing; restore it or remove the "
                     "offline directory to rebuild from the commit log",

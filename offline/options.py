@@ -42,6 +42,11 @@ class OfflineOptions:
     # The numba matcher holds ~90 bytes per entity row; above this many entity rows "auto"
     # uses DuckDB ASOF, whose memory is bounded by duckdb_memory_limit (it spills to disk).
     matcher_max_entities: int = 3_000_000
+    # Entities per bucket of a whole-view latest-row query (the audit, latest_per_entity): the
+    # view's rows are spilled once into buckets of about this many rows, then aggregated one
+    # bucket at a time, so memory is bounded by a bucket (~100-200 bytes per row held, plus
+    # the caller's copy), not by the view. Smaller buckets cost more queries.
+    latest_bucket_entities: int = 1 << 20
     # fsync files, directories and the manifest. Off only for benchmarks of the CPU path.
     fsync: bool = True
 
@@ -56,5 +61,9 @@ class OfflineOptions:
             raise ValueError(f"join_plan must be 'auto' or 'asof', got {self.join_plan!r}")
         if self.flush_threads < 1:
             raise ValueError(f"flush_threads must be >= 1, got {self.flush_threads}")
+        if self.latest_bucket_entities < 1:
+            raise ValueError(
+                f"latest_bucket_entities must be >= 1, got {self.latest_bucket_entities}"
+            )
         if self.row_group_rows < 1:
             raise ValueError(f"row_group_rows must be >= 1, got {self.row_group_rows}")

@@ -62,13 +62,11 @@ class IntKeyMatcher:
         """Offer feature rows (columns `key`, event_timestamp, created_timestamp, _seq, _row)."""
         if batch.num_rows == 0 or self._n == 0:
             return
-        cols = [
-            _int64(batch.column(key)),
-            _int64(batch.column("event_timestamp")),
-            _int64(batch.column("created_timestamp")),
-            _int64(batch.column("_seq")),
-            _np(batch.column("_row")).astype(np.int32, copy=False),
-        ]
+        keys = _int64(batch.column(key))
+        ets = _int64(batch.column("event_timestamp"))
+        cts = _int64(batch.column("created_timestamp"))
+        seqs = _int64(batch.column("_seq"))
+        rows = _np(batch.column("_row")).astype(np.int32, copy=False)
         kernels.record_rows(
             self._base,
             self._direct,
@@ -77,7 +75,11 @@ class IntKeyMatcher:
             self._bits,
             self._runs,
             self._state,
-            *cols,
+            keys,
+            ets,
+            cts,
+            seqs,
+            rows,
             _INT64_MAX if max_seq is None else int(max_seq),
             _INT64_MIN if lo_ts is None else int(lo_ts),
         )

@@ -1,7 +1,8 @@
 """OfflineStore: Hive-partitioned Parquet per view, an in-memory Arrow buffer, DuckDB queries.
 
 This module owns the write side (views, append, buffer, flush, manifest, compaction, lifecycle)
-and the snapshots queries read; the query methods themselves live in `offline/queries.py`.
+and the snapshots reads pin; the reads themselves (scans, latest rows, joins, exports) live in
+`offline/reads.py`, which the store composes and its read methods delegate to.
 
 Invariants:
 - The manifest names exactly the visible Parquet files; a file is written completely (temp,
@@ -20,10 +21,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import duckdb
@@ -33,6 +36,8 @@ from offline._fsio import fsync_dir
 from offline._view import Buffered, View
 from offline.compaction import partitions_to_compact, read_partition
 from offline.errors import OfflineError, SchemaMismatchError, UnknownViewError
+from offline.feature_query import ExportResult, FeatureQuery
+from offline.latest import LatestBuckets
 from offline.manifest import (
     FileEntry,
     ViewState,
@@ -43,7 +48,7 @@ from offline.manifest import (
 from offline.names import check_identifier, literal_path
 from offline.options import OfflineOptions
 from offline.partition import partition_dir, split_by_day, write_part
-from offline.queries import _QueryMixin
+from offline.reads import SPILL_PREFIX, Reads
 from offline.schema import check_evolution, conform_batch, normalize_schema, pad_to, stored_schema
 from offline.source import ViewSnapshot
 
@@ -53,7 +58,7 @@ OFFLINE_DIR = "offline"  # <root>/offline, on-disk layout, do not change
 _DUCKDB_TMP = "_duckdb_tmp"
 
 
-class OfflineStore(_QueryMixin):
+class OfflineStore:
     """The offline (training) store of one root directory; see the module docstring."""
 
     def __init__(self, root: str | os.PathLike[str], options: OfflineOptions | None = None):
@@ -61,27 +66,30 @@ class OfflineStore(_QueryMixin):
         self._dir = Path(root).absolute() / OFFLINE_DIR
         literal_path(str(self._dir.absolute()))  # refuse a root DuckDB cannot read literally
         self._dir.mkdir(parents=True, exist_ok=True)
+        # _io_lock (outer) serializes flush, compaction and view registration; it guards the
+        # manifest file. _lock (inner) guards the fields marked below.
         self._lock = threading.Lock()
         self._io_lock = threading.RLock()
-        self._refs: Counter[Path] = Counter()
-        self._obsolete: set[Path] = set()
-        self._closed = False
-        self._views: dict[str, View] = {}
-        # Parquet files read by the latest scan / join (instrumentation for pruning tests).
-        self.last_scan_files: list[str] = []
-        self.last_join_files: list[str] = []
+        self._refs: Counter[Path] = Counter()  # GUARDED_BY(_lock): pins per live file
+        self._obsolete: set[Path] = set()  # GUARDED_BY(_lock): replaced, awaiting unpin
+        self._closed = False  # set once by close(); read without a lock
+        self._views: dict[str, View] = {}  # GUARDED_BY(_lock), and each View's fields too
         for name, st in read_manifest(self._dir).items():
             view = View(name, st.schema, st.keys, st.durable_seq, st.files)
             view.last_seq = max([st.durable_seq] + [f.max_seq for f in st.files])
             self._views[name] = view
         check_and_clean(self._dir, {n: v.files for n, v in self._views.items()}, _DUCKDB_TMP)
-        config: dict[str, object] = {
+        temp_root = self._dir / _DUCKDB_TMP
+        for leftover in temp_root.glob(f"{SPILL_PREFIX}*"):  # spills of a crashed process
+            shutil.rmtree(leftover, ignore_errors=True)
+        config: dict[str, str | bool | int | float | list[str]] = {
             "memory_limit": self._options.duckdb_memory_limit,
-            "temp_directory": str(self._dir / _DUCKDB_TMP),
+            "temp_directory": str(temp_root),
         }
         if self._options.duckdb_threads:
             config["threads"] = self._options.duckdb_threads
-        self._con = duckdb.connect(":memory:", config=config)
+        self._con = duckdb.connect(":memory:", config=config)  # immutable; cursors per read
+        self._reads = Reads(self._snapshot, self._release, self._cursor, self._options, temp_root)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -219,7 +227,7 @@ class OfflineStore(_QueryMixin):
         # Partitions are independent files: encode and compress them in parallel (pyarrow
         # releases the GIL); each is still published atomically on its own.
         with ThreadPoolExecutor(self._options.flush_threads) as pool:
-            entries = list(pool.map(lambda dp: self._write(view_dir, *dp, taken), parts))
+            entries = list(pool.map(lambda dp: self._write(view_dir, dp[0], dp[1], taken), parts))
         if new_dirs and self._options.fsync:
             fsync_dir(view_dir)
             fsync_dir(self._dir)
@@ -328,6 +336,7 @@ class OfflineStore(_QueryMixin):
 
     def _snapshot(self, views: list[str]) -> dict[str, ViewSnapshot]:
         """Consistent snapshots of `views`; their files are pinned until `_release`."""
+        self._check_open()
         with self._lock:
             snaps = {}
             for name in dict.fromkeys(views):
@@ -360,6 +369,70 @@ class OfflineStore(_QueryMixin):
         return self._con.cursor()
 
     # ----------------------------------------------------------------- reads
+
+    def scan(
+        self,
+        view: str,
+        start: object = None,
+        end: object = None,
+        columns: list[str] | None = None,
+        as_of_seq: int | None = None,
+    ) -> pa.RecordBatchReader:
+        """Rows with `start <= event_timestamp < end` (None: unbounded) and `_seq <= as_of_seq`.
+
+        Reads only the partitions the range can touch. `columns` defaults to every stored
+        column (user schema, `_seq`, `_row`). Rows come in no particular order.
+        """
+        return self._reads.scan(view, start, end, columns, as_of_seq)
+
+    def latest_per_entity(self, view: str, as_of_seq: int | None = None) -> pa.Table:
+        """One row per entity, the latest by (event_ts, created_ts, _seq, _row), sorted by key.
+
+        Columns: keys, event_timestamp, created_timestamp, _seq, features. The result is held
+        in memory (one row per entity); DuckDB's memory is bounded by one bucket of
+        `latest_buckets`. For views too large to hold, use `latest_buckets`.
+        """
+        return self._reads.latest_per_entity(view, as_of_seq)
+
+    def latest_buckets(
+        self, view: str, entities_per_bucket: int | None = None, as_of_seq: int | None = None
+    ) -> AbstractContextManager[LatestBuckets]:
+        """The latest row per entity in buckets of about `entities_per_bucket` entities
+        (default `OfflineOptions.latest_bucket_entities`), for `with`: memory bounded by one
+        bucket. The view's rows are spilled into the DuckDB temp area, removed on exit.
+        """
+        per = entities_per_bucket or self._options.latest_bucket_entities
+        return self._reads.latest_buckets(view, per, as_of_seq)
+
+    def get_historical(
+        self,
+        entities: pa.Table | str | os.PathLike[str],
+        queries: list[FeatureQuery],
+        as_of_seq: int | None = None,
+        full_feature_names: bool = False,
+    ) -> pa.Table:
+        """Point-in-time join: the entity table, unchanged and in order, plus feature columns.
+
+        For each query, each entity row gets the latest feature row (version order) with
+        `entity_ts - ttl <= event_timestamp <= entity_ts`, or nulls. See `pit_join`.
+        """
+        return self._reads.get_historical(entities, queries, as_of_seq, full_feature_names)
+
+    def export(
+        self,
+        entities: pa.Table | str | os.PathLike[str],
+        queries: list[FeatureQuery],
+        out_path: str | os.PathLike[str],
+        as_of_seq: int | None = None,
+        full_feature_names: bool = False,
+    ) -> ExportResult:
+        """Stream the point-in-time join to a Parquet file through DuckDB `COPY ... TO`.
+
+        Memory stays within the DuckDB memory limit (it spills beyond it); entity rows from a
+        Parquet path never enter Python. The file appears atomically (temp + rename).
+        `seq` is the sequence the export reflects: `as_of_seq`, or the highest seq appended.
+        """
+        return self._reads.export(entities, queries, out_path, as_of_seq, full_feature_names)
 
     def durable_seq(self, view: str) -> int:
         with self._lock:

@@ -1,19 +1,34 @@
-"""The consistency audit of one view: offline latest row per entity vs the online engine's scan.
+"""The consistency audit of one view: the offline latest row per entity vs the online engine.
 
-Both sides are joined on the original entity key (the int64 key decoded from the online key, or
-the canonical key text stored online in `_entity_key`), then event_timestamp, created_timestamp,
-seq and every feature value are compared (NaN equals NaN, null equals null). Pure function over
-two Arrow tables.
+`audit_view` streams both sides bucket by bucket, so its memory is bounded by one bucket
+(`OfflineOptions.latest_bucket_entities` entities), whatever the size of the view:
+1. the offline store spills the view's rows into buckets by a hash of the key and yields each
+   bucket's latest rows (`OfflineStore.latest_buckets`);
+2. the online scan (`LSMTree.scan_chunks`, key order, one version) is split by the same bucket
+   function into one temp Arrow IPC file per chunk holding one record batch per bucket, in the
+   offline spill's temp directory (removed with it);
+3. each bucket pair is compared by `compare_tables`, and the reports are summed.
+A view that fits in one bucket is compared in memory with no spill.
+
+`compare_tables` joins both sides on the original entity key (the int64 key decoded from the
+online key, or the canonical key text stored online in `_entity_key`), then compares
+event_timestamp, created_timestamp, seq and every feature value (NaN equals NaN, null equals
+null). Pure function over two Arrow tables. The caller holds ingests for the audit's duration
+(FeatureStore.audit); nothing here locks.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from offline import OfflineStore
+from offline.latest import LatestBuckets, read_bucket, split_file
+from online import LSMTree
 from store.definitions import FeatureView
 from store.keys import ENTITY_KEY_FIELD, key_to_int
 
@@ -84,7 +99,50 @@ def _equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray(eq, dtype=bool)
 
 
-def audit_view(view: FeatureView, offline: pa.Table, online: pa.Table) -> dict[str, Any]:
+CHUNK_ROWS = 1 << 20  # online rows per scan chunk (one spill file each)
+
+
+def audit_view(view: FeatureView, off: OfflineStore, storage: str, tree: LSMTree) -> dict[str, Any]:
+    """{"entities", "online_entities", "mismatches", "examples"} of one view: the offline store's
+    latest row per entity (view `storage` of `off`) against the online `tree`, in bounded
+    memory (see the module docstring)."""
+    with off.latest_buckets(storage) as parts:
+        if parts.buckets == 1:
+            chunks = list(tree.scan_chunks(CHUNK_ROWS))
+            online = pa.concat_tables(chunks) if chunks else tree.scan()
+            return compare_tables(view, parts.table(0), online)
+        files = _spill_online(view, parts, tree, parts.temp_dir / "online")
+        empty = tree.scan() if not files else None  # no online rows at all
+        total: dict[str, Any] = {
+            "entities": 0,
+            "online_entities": 0,
+            "mismatches": 0,
+            "examples": [],
+        }
+        for b in range(parts.buckets):
+            online = empty if empty is not None else read_bucket(files, b)
+            report = compare_tables(view, parts.table(b), online)
+            for k in ("entities", "online_entities", "mismatches"):
+                total[k] += report[k]
+            room = MAX_EXAMPLES - len(total["examples"])
+            total["examples"] += report["examples"][: max(0, room)]
+        return total
+
+
+def _spill_online(
+    view: FeatureView, parts: LatestBuckets, tree: LSMTree, directory: Path
+) -> list[Path]:
+    """Split the online scan like the offline rows: one file per chunk, batch b = bucket b."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i, chunk in enumerate(tree.scan_chunks(CHUNK_ROWS)):
+        bucket = parts.bucket_of(_online_key(view, chunk))
+        files.append(directory / f"chunk-{i:06d}.arrow")
+        split_file(chunk, bucket, parts.buckets, files[-1])
+    return files
+
+
+def compare_tables(view: FeatureView, offline: pa.Table, online: pa.Table) -> dict[str, Any]:
     """{"entities", "online_entities", "mismatches", "examples"} for one view.
 
     offline: off.latest_per_entity(view); online: tree.scan(). An entity on one side only, or

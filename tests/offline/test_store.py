@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from offline import (
-    CorruptionError,
     FeatureQuery,
+    OfflineCorruptionError,
     OfflineError,
     OfflineStore,
     SchemaMismatchError,
@@ -64,7 +64,9 @@ def test_scan_reads_only_the_partitions_of_its_range(tmp_path) -> None:
     assert len(parts) == 10 and parts[0].startswith("date=20")
     got = off.scan("v", T0 + 3 * DAY, T0 + 4 * DAY).read_all()
     assert got.column("x").to_pylist() == [3.0] * 5
-    assert off.last_scan_files == [str(f) for f in (view_dir / parts[3]).iterdir()]
+    assert off._reads.scan_files("v", T0 + 3 * DAY, T0 + 4 * DAY) == [
+        str(f) for f in (view_dir / parts[3]).iterdir()
+    ]
     # proof by sabotage: every other partition's file becomes garbage
     for part in parts[:3] + parts[4:]:
         for f in (view_dir / part).iterdir():
@@ -75,10 +77,10 @@ def test_scan_reads_only_the_partitions_of_its_range(tmp_path) -> None:
     )
     q = FeatureQuery("v", ["x"], ["user_id"], ttl_ns=HOUR)
     assert off.get_historical(ents, [q]).column("x").to_pylist() == [3.0, 3.0]
-    assert len(off.last_join_files) == 1
-    with pytest.raises(CorruptionError):
+    assert len(off._reads.join_files(ents, [q])) == 1
+    with pytest.raises(OfflineCorruptionError):
         off.scan("v").read_all()
-    with pytest.raises(CorruptionError):
+    with pytest.raises(OfflineCorruptionError):
         off.get_historical(ents, [FeatureQuery("v", ["x"], ["user_id"])])  # no ttl: all days
     off.close()
 
@@ -294,10 +296,10 @@ def test_manifest_problems_are_corruption_naming_the_file(tmp_path) -> None:
     off.close()
     victim = next((tmp_path / "offline" / "v").rglob("part-*.parquet"))
     victim.unlink()
-    with pytest.raises(CorruptionError, match=str(victim.name)):
+    with pytest.raises(OfflineCorruptionError, match=str(victim.name)):
         OfflineStore(tmp_path, options())
     (tmp_path / "offline" / "manifest.json").write_text("{not json")
-    with pytest.raises(CorruptionError, match="manifest"):
+    with pytest.raises(OfflineCorruptionError, match="manifest"):
         OfflineStore(tmp_path, options())
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from store.audit import audit_view
+from store.audit import compare_tables as audit_view
 from store.definitions import Definitions
 from store.keys import ENTITY_KEY_FIELD, canonical_keys, int_to_key
 from tests.store.conftest import DEFS
@@ -116,5 +116,38 @@ def test_arrow_built_canonical_keys_equal_the_ingest_path_ones() -> None:
             _offline_key(view, table).to_pylist()
             == canonical_keys([users, items], ["int64", "string"]).tolist()
         )
+
+    check()
+
+
+def test_offline_bucket_key_text_equals_the_canonical_keys() -> None:
+    """Buckets of hashed views hash the key text on both sides: it must be the same text."""
+    from pathlib import Path
+
+    import duckdb
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from offline.latest import key_text_sql
+    from offline.source import ViewSnapshot
+
+    schema = pa.schema([("user_id", pa.int64()), ("item_id", pa.string()), ("event_timestamp", TS)])
+    snap = ViewSnapshot("pair", schema, ("user_id", "item_id"), Path("."), (), (), 0)
+    con = duckdb.connect()
+
+    @settings(max_examples=50, deadline=None)
+    @given(
+        st.lists(
+            st.tuples(st.integers(-(2**63), 2**63 - 1), st.text(max_size=8)),
+            min_size=1,
+            max_size=20,
+        )
+    )
+    def check(rows) -> None:
+        users, items = [u for u, _ in rows], [i for _, i in rows]
+        t = pa.table({"user_id": pa.array(users, pa.int64()), "item_id": pa.array(items)})
+        con.register("t", t)
+        got = [r[0] for r in con.sql(f"SELECT {key_text_sql(snap)} FROM t").fetchall()]
+        assert got == canonical_keys([users, items], ["int64", "string"]).tolist()
 
     check()

@@ -1,4 +1,4 @@
-"""Training data: resolve FeatureQuery lists against snapshots into one point-in-time join.
+"""The plan of a point-in-time join: FeatureQuery lists resolved against snapshots into one SQL.
 
 Validates every query (view, keys, features, output names) before anything runs. Then, per
 view, the match (which feature row each entity row gets) comes from the numba matcher
@@ -16,16 +16,18 @@ import duckdb
 import pyarrow as pa
 
 from offline.entities import EntityInput, check_keys
-from offline.errors import CorruptionError, OfflineError, SchemaMismatchError
+from offline.errors import SchemaMismatchError, query_error
+from offline.feature_query import FeatureQuery
 from offline.names import check_identifier
 from offline.pit_join import FETCH_COLUMNS, MATCH_COLUMNS, JoinPart, join_sql
 from offline.pit_match import IntKeyMatcher
-from offline.query import FeatureQuery
 from offline.source import Bounds, ViewSnapshot, source_sql
 
 
 @dataclass(frozen=True)
 class JoinPlan:
+    """A join ready to run on the cursor it was planned on: SQL, its parameters, its output."""
+
     sql: str
     params: dict[str, object]
     fields: list[pa.Field]  # output feature columns, named and typed
@@ -170,15 +172,3 @@ def match_int_key(
     except duckdb.Error as exc:
         raise query_error(exc) from exc
     return matcher.finish(q.ttl_ns)
-
-
-def query_error(exc: Exception) -> OfflineError:
-    """A DuckDB failure reading our files is corruption (DuckDB names the file); else a bug."""
-    text = str(exc).lower()
-    unreadable = isinstance(exc, duckdb.IOException) or (
-        isinstance(exc, duckdb.InvalidInputException | pa.ArrowInvalid)
-        and ("parquet" in text or "file" in text)
-    )
-    if unreadable:
-        return CorruptionError(f"offline query could not read its files: {exc}")
-    return OfflineError(f"offline query failed: {exc}")

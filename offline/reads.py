@@ -1,20 +1,21 @@
-"""The query side of OfflineStore: scans, latest-per-entity, point-in-time joins and exports.
+"""The read side of the offline store: scans, latest row per entity, point-in-time joins, exports.
 
-`_QueryMixin` holds the read methods `OfflineStore` inherits; the store owns the state they read
-(snapshots, the DuckDB connection, options). Request and result types (`FeatureQuery`,
-`ExportResult`) live in `offline/query.py`.
-Invariant: every query pins a snapshot with `_snapshot` and releases it exactly once, when the
-query (or the stream it returns) ends, on success or failure.
-Thread-safety: any number of threads may query at once; each uses its own DuckDB cursor.
+`Reads` holds no state of its own: `OfflineStore` composes one and gives it the snapshot
+functions, a DuckDB cursor factory and its options; its public methods delegate here.
+Invariant: every read pins a snapshot with `snapshot` and releases it exactly once, when the
+read (or the stream it returns) ends, on success or failure.
+Thread-safety: any number of threads may read at once; each read uses its own DuckDB cursor.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -23,32 +24,42 @@ import pyarrow as pa
 
 from offline._fsio import TEMP_SUFFIX
 from offline.entities import EntityInput, load_entities
-from offline.errors import SchemaMismatchError
-from offline.historical import JoinPlan, plan_join, query_error
-from offline.names import CREATED_TS, EVENT_TS, SEQ_COLUMN, quote_ident, sql_string
+from offline.errors import SchemaMismatchError, query_error
+from offline.feature_query import ExportResult, FeatureQuery
+from offline.join_plan import JoinPlan, plan_join
+from offline.latest import LatestBuckets
+from offline.names import sql_string
 from offline.options import OfflineOptions
-from offline.pit_join import version_struct
-from offline.query import ExportResult, FeatureQuery
 from offline.schema import stored_schema
 from offline.source import Bounds, ViewSnapshot, source_sql
 from offline.timestamps import scalar_to_ns
 
-# The store's logger: export and query logs keep their historical name.
+# The store's logger: export logs keep the name operators filter on.
 log = logging.getLogger("offline.store")
 
+SPILL_PREFIX = "spill-"  # temp dirs of LatestBuckets under the DuckDB temp area
 
-class _QueryMixin:
-    """Read methods of OfflineStore; the store provides the attributes and helpers below."""
 
-    _options: OfflineOptions
-    last_scan_files: list[str]
-    last_join_files: list[str]
+class Reads:
+    """Read methods over an OfflineStore's snapshots; see the module docstring."""
 
-    # Provided by OfflineStore (declared here for type checkers only).
-    _check_open: Callable[[], None]
-    _snapshot: Callable[[list[str]], dict[str, ViewSnapshot]]
-    _release: Callable[[dict[str, ViewSnapshot]], None]
-    _cursor: Callable[[], duckdb.DuckDBPyConnection]
+    def __init__(
+        self,
+        snapshot: Callable[[list[str]], dict[str, ViewSnapshot]],
+        release: Callable[[dict[str, ViewSnapshot]], None],
+        cursor: Callable[[], duckdb.DuckDBPyConnection],
+        options: OfflineOptions,
+        temp_root: Path,
+    ) -> None:
+        """`snapshot(views)` pins (and checks the store is open), `release` unpins; `temp_root`
+        is the DuckDB temp directory, where spills live."""
+        self._snapshot = snapshot
+        self._release = release
+        self._cursor = cursor
+        self._options = options
+        self._temp_root = temp_root
+
+    # ---- scans
 
     def scan(
         self,
@@ -58,14 +69,8 @@ class _QueryMixin:
         columns: list[str] | None = None,
         as_of_seq: int | None = None,
     ) -> pa.RecordBatchReader:
-        """Rows with `start <= event_timestamp < end` (None: unbounded) and `_seq <= as_of_seq`.
-
-        Reads only the partitions the range can touch. `columns` defaults to every stored
-        column (user schema, `_seq`, `_row`). Rows come in no particular order.
-        """
-        self._check_open()
-        lo = scalar_to_ns(start, "scan start") if start is not None else None
-        hi = scalar_to_ns(end, "scan end") - 1 if end is not None else None
+        """See OfflineStore.scan."""
+        lo, hi = _range_ns(start, end)
         snaps = self._snapshot([view])
         try:
             snap = snaps[view]
@@ -77,12 +82,12 @@ class _QueryMixin:
             out_schema = pa.schema([full.field(c) for c in cols])
             con = self._cursor()
             params: dict[str, object] = {}
-            sql, files = source_sql(con, snap, "scan", cols, Bounds(lo, hi, as_of_seq), params)
-            self.last_scan_files = [str(snap.view_dir / f.path) for f in files]
+            sql, _ = source_sql(con, snap, "scan", cols, Bounds(lo, hi, as_of_seq), params)
             try:
                 rel = con.sql(f"SELECT * FROM {sql}", params=params)
                 reader = rel.to_arrow_reader(64 * 1024)
             except duckdb.Error as exc:
+                con.close()
                 raise query_error(exc) from exc
         except BaseException:
             self._release(snaps)
@@ -90,6 +95,16 @@ class _QueryMixin:
         return pa.RecordBatchReader.from_batches(
             out_schema, self._stream(reader, out_schema, con, snaps)
         )
+
+    def scan_files(self, view: str, start: object = None, end: object = None) -> list[str]:
+        """The Parquet files a scan of `[start, end)` reads (its partition pruning), in order."""
+        lo, hi = _range_ns(start, end)
+        snaps = self._snapshot([view])
+        try:
+            snap = snaps[view]
+            return [str(snap.view_dir / f.path) for f in snap.prune(lo, hi)]
+        finally:
+            self._release(snaps)
 
     def _stream(
         self,
@@ -107,46 +122,33 @@ class _QueryMixin:
             con.close()
             self._release(snaps)
 
-    def latest_per_entity(self, view: str, as_of_seq: int | None = None) -> pa.Table:
-        """One row per entity, the latest by (event_ts, created_ts, _seq, _row), sorted by key.
+    # ---- latest row per entity
 
-        Columns: keys, event_timestamp, created_timestamp, _seq, features.
-        """
-        self._check_open()
+    @contextmanager
+    def latest_buckets(
+        self, view: str, entities_per_bucket: int, as_of_seq: int | None = None
+    ) -> Iterator[LatestBuckets]:
+        """See OfflineStore.latest_buckets."""
         snaps = self._snapshot([view])
+        temp = self._temp_root / f"{SPILL_PREFIX}{uuid.uuid4().hex[:12]}"
+        con: duckdb.DuckDBPyConnection | None = None
         try:
-            snap = snaps[view]
-            full = stored_schema(snap.schema)
-            keys = [quote_ident(k) for k in snap.keys]
-            out = [*snap.keys, EVENT_TS, CREATED_TS, SEQ_COLUMN, *snap.features]
             con = self._cursor()
-            params: dict[str, object] = {}
-            sql, _ = source_sql(
-                con, snap, "latest", full.names, Bounds(None, None, as_of_seq), params
-            )
-            # One hash aggregation (max_by over the version struct), not a window sort of every
-            # row: the audit calls this on whole views.
-            version = version_struct(
-                *(quote_ident(c) for c in (EVENT_TS, CREATED_TS, SEQ_COLUMN, "_row"))
-            )
-            row = ", ".join(f"'{c}': {quote_ident(c)}" for c in out[len(keys) :])
-            query = (
-                f"SELECT {', '.join(keys)}, __rh_best.* FROM (SELECT {', '.join(keys)}, "
-                f"max_by({{{row}}}, {version}) AS __rh_best FROM {sql} GROUP BY {', '.join(keys)}) "
-                f"ORDER BY {', '.join(keys)}"
-            )
-            try:
-                table = con.sql(query, params=params).to_arrow_table()
-            except duckdb.Error as exc:
-                raise query_error(exc) from exc
-            finally:
-                con.close()
+            yield LatestBuckets(con, snaps[view], as_of_seq, entities_per_bucket, temp)
         finally:
+            if con is not None:
+                con.close()
+            shutil.rmtree(temp, ignore_errors=True)
             self._release(snaps)
-        schema = pa.schema([full.field(c) for c in out])
-        return pa.Table.from_arrays(
-            [table.column(f.name).cast(f.type) for f in schema], schema=schema
-        )
+
+    def latest_per_entity(self, view: str, as_of_seq: int | None = None) -> pa.Table:
+        """See OfflineStore.latest_per_entity."""
+        with self.latest_buckets(view, self._options.latest_bucket_entities, as_of_seq) as parts:
+            table = pa.concat_tables([parts.table(b) for b in range(parts.buckets)])
+            keys = [(k, "ascending") for k in parts.keys]
+        return table.sort_by(keys)
+
+    # ---- point-in-time joins
 
     def get_historical(
         self,
@@ -155,18 +157,16 @@ class _QueryMixin:
         as_of_seq: int | None = None,
         full_feature_names: bool = False,
     ) -> pa.Table:
-        """Point-in-time join: the entity table, unchanged and in order, plus feature columns.
-
-        For each query, each entity row gets the latest feature row (version order) with
-        `entity_ts - ttl <= event_timestamp <= entity_ts`, or nulls. See `pit_join`.
-        """
-        self._check_open()
+        """See OfflineStore.get_historical."""
         snaps = self._snapshot([q.view for q in queries])
-        con = self._cursor()
+        try:
+            con = self._cursor()
+        except BaseException:
+            self._release(snaps)
+            raise
         try:
             ent = load_entities(entities, con, read_path=True)
             plan = self._plan(con, snaps, ent, queries, as_of_seq, full_feature_names, None)
-            self.last_join_files = plan.files
             result = self._run(con, plan.sql, plan.params)
         finally:
             con.close()
@@ -183,30 +183,25 @@ class _QueryMixin:
             table = table.append_column(f, result.column(f.name).cast(f.type))
         return table
 
-    def _plan(
+    def join_files(
         self,
-        con: duckdb.DuckDBPyConnection,
-        snaps: dict[str, ViewSnapshot],
-        ent: EntityInput,
+        entities: pa.Table,
         queries: list[FeatureQuery],
-        as_of_seq: int | None,
-        full_feature_names: bool,
-        entity_columns: list[str] | None,
-        for_parquet: bool = False,
-    ) -> JoinPlan:
-        """plan_join with this store's join-plan options (see OfflineOptions)."""
-        return plan_join(
-            con,
-            snaps,
-            ent,
-            queries,
-            as_of_seq,
-            full_feature_names,
-            entity_columns,
-            for_parquet=for_parquet,
-            force_asof=self._options.join_plan == "asof",
-            matcher_max_entities=self._options.matcher_max_entities,
-        )
+        as_of_seq: int | None = None,
+    ) -> list[str]:
+        """The Parquet files `get_historical(entities, queries, as_of_seq)` reads (its pruning)."""
+        snaps = self._snapshot([q.view for q in queries])
+        try:
+            con = self._cursor()
+        except BaseException:
+            self._release(snaps)
+            raise
+        try:
+            ent = load_entities(entities, con, read_path=True)
+            return self._plan(con, snaps, ent, queries, as_of_seq, False, None).files
+        finally:
+            con.close()
+            self._release(snaps)
 
     def export(
         self,
@@ -216,19 +211,17 @@ class _QueryMixin:
         as_of_seq: int | None = None,
         full_feature_names: bool = False,
     ) -> ExportResult:
-        """Stream the point-in-time join to a Parquet file through DuckDB `COPY ... TO`.
-
-        Memory stays within the DuckDB memory limit (it spills beyond it); entity rows from a
-        Parquet path never enter Python. The file appears atomically (temp + rename).
-        `seq` is the sequence the export reflects: `as_of_seq`, or the highest seq appended.
-        """
-        self._check_open()
+        """See OfflineStore.export."""
         out = Path(out_path)
         snaps = self._snapshot([q.view for q in queries])
         seq = max((s.max_seq for s in snaps.values()), default=0)
         if as_of_seq is not None:
             seq = min(seq, as_of_seq)
-        con = self._cursor()
+        try:
+            con = self._cursor()
+        except BaseException:
+            self._release(snaps)
+            raise
         temp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}")
         started = time.perf_counter()
         try:
@@ -258,11 +251,44 @@ class _QueryMixin:
         )
         return ExportResult(rows=n, seq=seq, path=str(out))
 
-    def _run(self, con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> pa.Table:
+    def _plan(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        snaps: dict[str, ViewSnapshot],
+        ent: EntityInput,
+        queries: list[FeatureQuery],
+        as_of_seq: int | None,
+        full_feature_names: bool,
+        entity_columns: list[str] | None,
+        for_parquet: bool = False,
+    ) -> JoinPlan:
+        """plan_join with this store's join-plan options (see OfflineOptions)."""
+        return plan_join(
+            con,
+            snaps,
+            ent,
+            queries,
+            as_of_seq,
+            full_feature_names,
+            entity_columns,
+            for_parquet=for_parquet,
+            force_asof=self._options.join_plan == "asof",
+            matcher_max_entities=self._options.matcher_max_entities,
+        )
+
+    @staticmethod
+    def _run(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, object]) -> pa.Table:
         try:
             return con.sql(sql, params=params).to_arrow_table()
         except duckdb.Error as exc:
             raise query_error(exc) from exc
+
+
+def _range_ns(start: object, end: object) -> tuple[int | None, int | None]:
+    """`[start, end)` as inclusive int64 ns bounds (None: unbounded)."""
+    lo = scalar_to_ns(start, "scan start") if start is not None else None
+    hi = scalar_to_ns(end, "scan end") - 1 if end is not None else None
+    return lo, hi
 
 
 def _checked(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:

@@ -1,4 +1,7 @@
-"""What a point-in-time join asks for (`FeatureQuery`) and what an export returns (`ExportResult`)."""
+"""What a point-in-time join asks for (`FeatureQuery`) and what an export returns (`ExportResult`).
+
+Plain immutable values: validated on construction, safe to share between threads.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ class FeatureQuery:
 
     `keys` are the view's key columns, carried by the entity table under the same names.
     `ttl_ns` > 0 keeps only feature rows with `entity_ts - ttl_ns <= event_timestamp`; 0 means
-    no lower bound.
+    no lower bound. `features` and `keys` are copied into new lists on construction, so the
+    caller's lists may change afterwards without affecting the query.
     """
 
     view: str
@@ -20,7 +24,6 @@ class FeatureQuery:
     ttl_ns: int = 0
 
     def __post_init__(self) -> None:
-        # Lists keep the documented signature; tuples make the frozen object really immutable.
         object.__setattr__(self, "features", list(self.features))
         object.__setattr__(self, "keys", list(self.keys))
         if self.ttl_ns < 0:
