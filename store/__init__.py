@@ -1,7 +1,8 @@
-"""store: the FeatureStore users program against (issue 4).
+"""store: the FeatureStore users program against.
 
 Definitions and their registry, entity keys, the commit log feeding both stores, ingestion,
-online and historical reads, and the consistency audit.
+online and historical reads, and the consistency audit. store/feature_store.py is the facade and
+the map of the package; every error it raises is a StoreError (store/errors.py).
 """
 
 from store.definitions import Definitions
@@ -10,6 +11,7 @@ from store.errors import (
     ConflictError,
     CorruptionError,
     DefinitionError,
+    EngineError,
     EntityKeyError,
     NotFoundError,
     StoreError,
@@ -29,6 +31,7 @@ __all__ = [
     "CorruptionError",
     "DefinitionError",
     "Definitions",
+    "EngineError",
     "EntityKeyError",
     "FeatureStore",
     "NotFoundError",

@@ -1,9 +1,9 @@
 """RFC 3339 text of int64 nanosecond timestamps, many at once, in one numba kernel.
 
-The serving path writes an event time per entity and view; numpy's datetime_as_string costs
-about 0.6 µs a value, this kernel about 0.05 µs (plus the conversion to Python str). The text is
+The serving path writes an event time per entity and view: one pass of this kernel over the
+array, then one decode, instead of numpy's datetime_as_string value by value. The text is
 exactly numpy's `datetime_as_string(..., unit=unit, timezone="UTC")` for every int64 but NaT
-(tests/store/test_online_response.py compares them); the caller maps NaT and 0 itself.
+(tests/app/test_feast_json.py compares them); the caller maps NaT and 0 itself.
 """
 
 from __future__ import annotations

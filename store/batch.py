@@ -4,9 +4,14 @@
 dict of columns (lists as JSON gives them: ISO timestamp strings with naive = UTC, numbers as
 strings for int columns). A timestamp given as a number (int or float, in any input) is Unix
 epoch seconds, as Feast's clients send a UnixTimestamp; Arrow and pandas timestamp types keep
-their own unit. It validates the whole batch before anything is written: unknown or
-missing columns, wrong types, nulls in keys or timestamps, vectors of the wrong length. Errors
-name the view, the column and the 0-based row. Pure functions; safe from any thread.
+their own unit (text and numbers are parsed by store/timestamps.py). It validates the whole
+batch before anything is written: unknown or missing columns, wrong types, nulls in keys or
+timestamps, vectors of the wrong length, invalid Arrow data. Errors name the view, the column
+and the 0-based row. Pure functions; safe from any thread.
+
+This is the one validation of a batch. The layers below (the write path, the commit log, the
+online and offline engines) state "batch: validated by store.batch.convert_batch" and trust it;
+app/ calls FeatureStore.ingest and does not validate again.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import pyarrow.compute as pc
 from store.definitions import FeatureView
 from store.dtypes import TIMESTAMP, arrow_type, vector_dim
 from store.errors import ValidationError
+from store.timestamps import from_epoch_seconds, parse_iso8601
 
 EVENT_TS = "event_timestamp"
 CREATED_TS = "created_timestamp"
@@ -256,7 +262,7 @@ def _cast(arr: pa.Array, dtype: str, target: pa.DataType) -> pa.Array:
         return pa.nulls(len(arr), target)
     if dtype == "timestamp":
         if pa.types.is_string(t) or pa.types.is_large_string(t):
-            return _parse_timestamps(arr)
+            return parse_iso8601(arr)
         if pa.types.is_timestamp(t) or pa.types.is_date(t):
             return arr.cast(target)
         if _is_number(t):
@@ -302,36 +308,6 @@ def _hint(dtype: str, number: bool) -> str:
             "timestamp type, e.g. pyarrow timestamp('ns') or pandas datetime64[ns])"
         )
     return ""
-
-
-def from_epoch_seconds(arr: pa.Array) -> pa.Array:
-    """Numbers as Unix epoch seconds, the convention of Feast (UnixTimestamp) and of JSON APIs;
-    a fraction keeps its sub-second part. Raises ArrowInvalid when out of the ns range."""
-    if pa.types.is_integer(arr.type):
-        return arr.cast(pa.int64()).cast(pa.timestamp("s", tz="UTC")).cast(TIMESTAMP)
-    x = arr.cast(pa.float64())
-    whole = pc.floor(x)
-    # whole seconds and the fraction apart: float64 holds ~1e-7 s at today's epoch, but only
-    # ~256 ns once multiplied out to ns
-    ns = pc.add_checked(
-        whole.cast(pa.int64()).cast(pa.timestamp("s", tz="UTC")).cast(TIMESTAMP).cast(pa.int64()),
-        pc.round(pc.multiply(pc.subtract(x, whole), 1e9)).cast(pa.int64()),
-    )
-    return ns.cast(TIMESTAMP)
-
-
-def _parse_timestamps(arr: pa.Array) -> pa.Array:
-    try:
-        parsed = pd.to_datetime(
-            pd.Series(arr.to_pylist(), dtype=object), utc=True, format="ISO8601"
-        )
-    except (ValueError, OverflowError) as e:  # pandas' parse errors are ValueErrors
-        # keep pandas' first sentence, not its advice on calling pandas
-        what = str(e).split(". You might want to try")[0].split("\n")[0]
-        raise ValueError(
-            f"{what}; expected ISO 8601 text such as 2025-01-30T12:00:00Z (naive means UTC)"
-        ) from None
-    return pa.array(parsed, from_pandas=True).cast(TIMESTAMP)
 
 
 def _first_bad_row(arr: pa.Array, cast: Callable[[pa.Array], pa.Array]) -> int | None:

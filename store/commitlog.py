@@ -11,8 +11,8 @@ CorruptionError, because records after it were acknowledged. `append` writes wit
 `sync(seq)` makes everything up to `seq` durable with one fdatasync shared by all waiting
 callers (group commit). `release` deletes segments whose records both stores hold durably.
 
-Thread-safety: `append`, `release` and `close` must be serialized by the caller (the
-FeatureStore's ingest lock); `sync` and `stats` may be called from any thread.
+Thread-safety: `append`, `release` and `close` must be serialized by the caller (the write
+path's sequencing lock); `sync`, `stats` and `has_inactive` may be called from any thread.
 """
 
 from __future__ import annotations
@@ -107,16 +107,22 @@ class CommitLog:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.segment_bytes = segment_bytes
+        # "caller" below: the serialization of append/release/close the caller provides.
         # segment path -> {view: highest seq of the view in it}
-        self._segments: dict[Path, dict[str, int]] = {}
-        self._fd = -1
-        self._active: Path | None = None
-        self._active_size = 0
-        self.last_seq = 0
-        self._written_seq = 0
-        self._synced_seq = 0
+        self._segments: dict[Path, dict[str, int]] = {}  # GUARDED_BY(caller)
         self._sync_lock = threading.Lock()
-        self._closed = False
+        self._fd = -1  # GUARDED_BY(caller) to write; replaced under caller and _sync_lock
+        self._active: Path | None = None  # GUARDED_BY(caller) and _sync_lock (rotation)
+        self._active_size = 0  # GUARDED_BY(caller)
+        self.last_seq = 0  # GUARDED_BY(caller)
+        self._written_seq = 0  # GUARDED_BY(caller); read by sync under _sync_lock
+        self._synced_seq = 0  # GUARDED_BY(_sync_lock); read without it (monotonic int)
+        self._closed = False  # GUARDED_BY(caller)
+
+    @property
+    def has_inactive(self) -> bool:
+        """More than the active segment exists: `release` may have something to delete."""
+        return len(self._segments) > 1
 
     def segment_paths(self) -> list[Path]:
         return sorted(self.dir.glob("*" + SEGMENT_SUFFIX))

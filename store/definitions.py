@@ -1,6 +1,6 @@
 """Definitions: entities, feature views, feature services and push sources, parsed and validated.
 
-`Definitions.from_dict` accepts the YAML shape of issue 4 and refuses anything malformed with a
+`Definitions.from_dict` accepts the YAML shape (docs: the definitions file) and refuses anything malformed with a
 DefinitionError naming the object and field. All classes are frozen; safe from any thread.
 """
 

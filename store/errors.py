@@ -74,7 +74,20 @@ class WriterLockedError(StoreError):
 
 
 class CorruptionError(StoreError):
-    """A file of the store is damaged in a way recovery cannot repair; the message names the file."""
+    """A file of the store is damaged in a way recovery cannot repair.
+
+    The message names the file and what to do; `path` is that file when known.
+    """
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class EngineError(StoreError):
+    """The online or offline engine failed or refused an operation for a reason other than a
+    damaged file (an I/O error, a broken invariant); the message names the engine and the reason.
+    """
 
 
 class ClosedError(StoreError):

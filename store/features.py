@@ -2,7 +2,8 @@
 
 `plan_features` accepts `["view:feature", ...]` or a feature service name and groups the
 references by view, in request order. Plans are immutable and cached per
-(features, full_feature_names) by the FeatureStore, so the serving path parses nothing twice.
+(features, full_feature_names) by the store's Snapshot (store/snapshot.py), so the serving path
+parses nothing twice.
 """
 
 from __future__ import annotations

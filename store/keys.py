@@ -9,7 +9,8 @@
   overwrites another entity's row. Slots are claimed in order and never freed, so the slots of a
   bucket are always 0..k-1 and a probe sequence stops at the first empty slot.
 
-Pure functions plus `PendingClaims`, which the FeatureStore guards with its ingest lock.
+Pure functions plus `PendingClaims`, which store/key_resolution.py `KeyResolver` guards with
+its claims lock.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from store.errors import ValidationError
 
 PROBE_BITS = 8  # low bits of a hashed key: the probe index — on-disk format, do not change
 MAX_PROBE = (1 << PROBE_BITS) - 1
-KEY_HASH_BITS = 56  # bucket bits of a hashed key (64 - PROBE_BITS); tests shrink it
+KEY_HASH_BITS = (
+    56  # bucket bits of a hashed key (64 - PROBE_BITS); read when a store opens: tests shrink it
+)
 ENTITY_KEY_FIELD = "_entity_key"  # online field holding the canonical key text
 _SIGN = np.uint64(1 << 63)
 

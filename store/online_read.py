@@ -1,17 +1,22 @@
-"""Online lookups of one view: entity keys -> engine keys -> a ViewLookup.
+"""Online reads: entity keys -> engine keys -> one ViewLookup per view -> an OnlineResponse.
 
-One `get_many` per view per request for int keys; hashed keys add a probe round only for rows
-whose first slot holds another entity. Safe from any thread (the engine's reads are).
+`read_online` serves `FeatureStore.get_online_features` from one snapshot: the cached plan, the
+entities parsed once (store.entities.parse_entities), then one `get_many` per view for int keys;
+hashed keys add a probe round only for rows whose first slot holds another entity. Safe from any
+thread (the engine's reads are); a tree closed under a read raises online.ClosedError, which the
+FeatureStore retries on the next snapshot.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from online import LSMTree
+from store.entities import parse_entities
 from store.features import ViewRead
 from store.keys import (
     ENTITY_KEY_FIELD,
@@ -21,7 +26,23 @@ from store.keys import (
     int_to_key,
     probe_keys,
 )
-from store.online_response import ViewLookup
+from store.online_response import OnlineResponse, ViewLookup
+from store.snapshot import Snapshot
+
+
+def read_online(
+    snap: Snapshot,
+    features: str | Sequence[str],
+    entities: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]],
+    full_feature_names: bool,
+    hash_bits: int,
+) -> OnlineResponse:
+    """The latest feature values of `entities` in the trees of `snap`."""
+    plan = snap.plan(features, full_feature_names)
+    keys, n = parse_entities(entities, plan.join_keys)
+    now = time.time_ns()
+    lookups = [lookup_view(snap.trees[r.view.name], r, keys, hash_bits, now) for r in plan.reads]
+    return OnlineResponse(keys, dict(plan.join_keys), lookups, n)
 
 
 def entity_lookup(tree: LSMTree) -> Lookup:

@@ -22,13 +22,12 @@ from store.errors import CorruptionError, DefinitionError
 
 REGISTRY_FILE = "registry.json"
 # Each feature view is an online tree with its own flush and compaction threads and open files,
-# opened by the apply that adds it (~80 ms each, under the ingest lock). Thousands in one apply
-# hold ingests for minutes and then exhaust threads or file descriptors, after the registry is
-# saved; the store would not open again. Checked on apply only: a registry holding more opens.
+# opened by the apply that adds it while ingests are held out. Thousands in one apply would hold
+# ingests for minutes and then exhaust threads or file descriptors. Checked on apply only: a registry holding more opens.
 MAX_FEATURE_VIEWS = 1000
 # An online record holds every feature of a view at fixed width: a float32[65536] is 256 KiB.
-# Past 2 GiB the engine cannot lay a record out at all (a 500 after the registry was saved,
-# and a store that no longer opened); far below that, every row costs that much memory.
+# Past 2 GiB the engine cannot lay a record out at all; far below that, every row costs that
+# much memory. Refused at apply, before the registry is saved.
 MAX_ROW_BYTES = 4 << 20
 REGISTRY_VERSION = 1  # on-disk format version of registry.json
 

@@ -7,6 +7,7 @@ import time
 import pandas as pd
 import pytest
 
+import store.keys
 from offline import OfflineOptions
 from online import TreeOptions
 from store import FeatureStore
@@ -68,6 +69,14 @@ def fs(tmp_path):
     store.apply(DEFS)
     yield store
     store.close()
+
+
+@pytest.fixture
+def tiny_hash_space(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Stores opened during the test hash keys into 4 buckets (2 bits): nearly every key
+    collides, so probing and slot claims are exercised. Returns the bucket bits."""
+    monkeypatch.setattr(store.keys, "KEY_HASH_BITS", 2)
+    return 2
 
 
 @pytest.fixture

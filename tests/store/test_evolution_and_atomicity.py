@@ -143,9 +143,11 @@ def test_type_change_and_drop_are_refused_with_data_and_forced_drop_deletes_it(
     fs.close()
 
 
-def test_hash_collisions_never_return_or_overwrite_another_entity(tmp_path, now) -> None:
+def test_hash_collisions_never_return_or_overwrite_another_entity(
+    tmp_path, now, tiny_hash_space
+) -> None:
     rng = np.random.default_rng(3)
-    fs = open_store(tmp_path / "root", _key_hash_bits=2)  # 4 buckets: nearly every key collides
+    fs = open_store(tmp_path / "root")  # 4 buckets: nearly every key collides
     fs.apply(DEFS)
     truth: dict[tuple[int, str], float] = {}
     for batch in range(12):
@@ -186,17 +188,19 @@ def test_hash_collisions_never_return_or_overwrite_another_entity(tmp_path, now)
 
     check(fs)
     fs.close()
-    fs = open_store(tmp_path / "root", _key_hash_bits=2)  # replayed from the log: same keys
+    fs = open_store(tmp_path / "root")  # replayed from the log: same keys
     check(fs)
     fs.compact()
     check(fs)
     fs.close()
 
 
-def test_concurrent_ingests_of_colliding_keys_keep_every_entity_apart(tmp_path, now) -> None:
+def test_concurrent_ingests_of_colliding_keys_keep_every_entity_apart(
+    tmp_path, now, tiny_hash_space
+) -> None:
     import threading
 
-    fs = open_store(tmp_path / "root", _key_hash_bits=2)
+    fs = open_store(tmp_path / "root")
     fs.apply(DEFS)
     results: list[tuple[int, list[tuple[int, str]], list[float]]] = []
     errors: list[BaseException] = []

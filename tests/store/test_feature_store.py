@@ -199,9 +199,13 @@ def test_feast_json_shape(fs, now) -> None:
             "ctr": [0.25, None],
         },
     )
-    body = fs.get_online_features(
-        ["item_stats:price", "item_stats:ctr"], {"item_id": ["a", "b", "zz"]}
-    ).to_feast_json()
+    from app.feast_json import feast_json  # the server's wire form of an OnlineResponse
+
+    body = feast_json(
+        fs.get_online_features(
+            ["item_stats:price", "item_stats:ctr"], {"item_id": ["a", "b", "zz"]}
+        )
+    )
     assert body["metadata"] == {"feature_names": ["item_id", "price", "ctr"]}
     key, price, ctr = body["results"]
     assert key == {

@@ -1,12 +1,17 @@
-"""The training-data side of the FeatureStore: entity tables, feature queries, result names.
+"""Training data: point-in-time joins of an entity table with feature views, in memory or
+streamed to Parquet, through the offline store.
 
-Pure functions between a read plan and the offline store's point-in-time join. Safe from any
-thread.
+`historical_features` and `export` take one snapshot and a seq: the entity table is checked and
+cast here (join keys to their types, event_timestamp required, numbers as epoch seconds), each
+view becomes one offline FeatureQuery against its storage name, and the result's schema
+metadata names the seq. The offline store's refusals of the entity input become
+ValidationError. Pure functions of their inputs; safe from any thread.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import logging
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -15,13 +20,85 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from offline import FeatureQuery, SchemaMismatchError
-from store.batch import EVENT_TS, from_epoch_seconds, repeated_name
+from offline import FeatureQuery, OfflineStore, SchemaMismatchError
+from store.batch import EVENT_TS, repeated_name
 from store.dtypes import arrow_type
 from store.errors import EntityKeyError, ValidationError
 from store.features import FeaturePlan
+from store.snapshot import Snapshot
+from store.timestamps import from_epoch_seconds
+
+log = logging.getLogger(__name__)
 
 SEQ_METADATA = b"rickhouse.seq"  # schema metadata naming the seq a historical result was taken at
+
+
+def historical_features(
+    off: OfflineStore,
+    snap: Snapshot,
+    entity_df: Any,
+    features: str | Sequence[str],
+    full_feature_names: bool,
+    as_of_seq: int | None,
+    last_seq: int,
+) -> pa.Table:
+    """The point-in-time join as of `as_of_seq` (default: `last_seq`, the last applied seq);
+    its schema metadata names the seq (SEQ_METADATA)."""
+    plan = snap.plan(features, full_feature_names)
+    seq = as_of(as_of_seq, last_seq)
+    with entity_errors():
+        table = off.get_historical(
+            entity_table(entity_df, plan),
+            feature_queries(plan, snap.storage),
+            as_of_seq=seq,
+            full_feature_names=full_feature_names,
+        )
+    if full_feature_names:
+        table = logical_names(table, plan, snap.storage)
+    return with_seq(table, seq)
+
+
+def export(
+    off: OfflineStore,
+    snap: Snapshot,
+    entities: Any,
+    features: str | Sequence[str],
+    out_path: str | Path,
+    full_feature_names: bool,
+    as_of_seq: int | None,
+    last_seq: int,
+) -> dict[str, Any]:
+    """Stream the point-in-time join as of `as_of_seq` (default: `last_seq`) to Parquet at
+    `out_path`: {"seq", "rows", "path"}."""
+    plan = snap.plan(features, full_feature_names)
+    seq = as_of(as_of_seq, last_seq)
+    if full_feature_names and any(snap.storage[r.view.name] != r.view.name for r in plan.reads):
+        # a view in its second storage generation would export as `<view>__g<n>__feature`:
+        # join in memory and rename instead of streaming (the offline export cannot rename)
+        table = historical_features(off, snap, entities, features, True, seq, last_seq)
+        pq.write_table(table, str(out_path), compression="zstd")
+        return {"seq": seq, "rows": table.num_rows, "path": str(out_path)}
+    with entity_errors():
+        res = off.export(
+            entity_table(entities, plan),
+            feature_queries(plan, snap.storage),
+            str(out_path),
+            as_of_seq=seq,
+            full_feature_names=full_feature_names,
+        )
+    log.info("exported %d rows at seq %d to %s", res.rows, res.seq, res.path)
+    return {"seq": res.seq, "rows": res.rows, "path": res.path}
+
+
+def as_of(as_of_seq: int | None, last_seq: int) -> int:
+    """The seq a read is taken at: `as_of_seq` (0..last_seq), or `last_seq` when None."""
+    if as_of_seq is None:
+        return last_seq
+    if not isinstance(as_of_seq, int) or as_of_seq < 0 or as_of_seq > last_seq:
+        raise ValidationError(
+            f"as_of_seq must be an int between 0 and the last seq {last_seq}, got {as_of_seq!r}"
+        )
+    return as_of_seq
 
 
 def feature_queries(plan: FeaturePlan, storage: Mapping[str, str]) -> list[FeatureQuery]:

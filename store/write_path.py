@@ -1,0 +1,238 @@
+"""The write path: sequencing, durability and in-order apply of ingested batches (group commit).
+
+`WritePath.write(view, table, missing_created)` takes a batch validated by
+store.batch.convert_batch and:
+1. under the sequencing lock (`lock`): takes the next seq, stamps created_timestamp where the
+   caller gave none (never below the last stamp, so a clock step back cannot reorder
+   versions), resolves keys (store/key_resolution.py) and appends the record to the commit log;
+2. outside it: fsyncs the log (CommitLog.sync: concurrent batches share one fdatasync);
+3. in seq order (the `_applied` condition): applies the batch to the online tree and the
+   offline store, then acknowledges it with its seq.
+Nothing reaches a store before it is durable in the log, so recovery (store/recovery.py) can
+replay each store from its own durable_seq. A failure after the log append (an fsync or an
+engine write) latches the store as failed: every later write is refused until it is reopened.
+
+Lock order: `lock` -> `_applied` -> the key resolver's claims lock. The store's admin lock, if
+held, is taken before all of them. A writer holds `lock` only to sequence and append, so one
+batch's fsync and apply overlap the next batch's sequencing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from offline import OfflineStore
+from store.batch import CREATED_TS, EVENT_TS, store_schema
+from store.commitlog import CommitLog
+from store.definitions import FeatureView
+from store.dtypes import TIMESTAMP
+from store.errors import ClosedError, ConflictError, StoreError, ValidationError
+from store.key_resolution import KEY_COLUMN, KeyResolver
+from store.keys import ENTITY_KEY_FIELD
+from store.recovery import Recovered, release_segments
+from store.registry import Registry
+from store.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+
+class WritePath:
+    """Sequences, logs and applies the batches of one store; holds its failure latch."""
+
+    def __init__(
+        self,
+        root: Path,
+        commit_log: CommitLog,
+        registry: Registry,
+        off: OfflineStore,
+        keys: KeyResolver,
+        snapshot: Callable[[], Snapshot],
+        recovered: Recovered,
+    ) -> None:
+        self._root = root
+        self._log = commit_log
+        self._registry = registry
+        self._off = off
+        self._keys = keys
+        self._snapshot = snapshot  # the store's current snapshot; swapped only under `lock`
+        # The sequencing lock. apply(), audit() and close() of the store hold it too, to keep
+        # new batches out while they run.
+        self.lock = threading.Lock()
+        # Signals each applied seq. Reentrant: a failing apply latches the failure within it.
+        self._applied = threading.Condition(threading.RLock())
+        self._next_seq = recovered.applied_seq + 1  # GUARDED_BY(lock)
+        self._last_created = recovered.last_created  # GUARDED_BY(lock)
+        self._closed = False  # GUARDED_BY(lock); read without it (a bool)
+        self._applied_seq = recovered.applied_seq  # GUARDED_BY(_applied); read without it
+        self._failed: BaseException | None = None  # GUARDED_BY(_applied); set once, never reset
+        self.ingested_rows = 0  # GUARDED_BY(_applied)
+        self.ingest_batches = 0  # GUARDED_BY(_applied)
+
+    @property
+    def applied_seq(self) -> int:
+        """The highest acknowledged (applied) seq."""
+        return self._applied_seq
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def failed(self) -> bool:
+        return self._failed is not None
+
+    def check_readable(self) -> None:
+        """Raise ClosedError once closed (reads go on after a failure: the stores hold every
+        acknowledged batch)."""
+        if self._closed:
+            raise ClosedError(f"the FeatureStore at {str(self._root)!r} is closed")
+
+    def check_open(self) -> None:
+        """Raise ClosedError once closed, StoreError once failed."""
+        self.check_readable()
+        if self._failed is not None:
+            raise StoreError(
+                f"the FeatureStore at {str(self._root)!r} failed ({self._failed}); reopen it to recover"
+            )
+
+    def write(self, view: FeatureView, table: pa.Table, missing_created: np.ndarray | None) -> int:
+        """Log `table` durably, apply it to both stores in seq order; return its seq.
+
+        table, missing_created: validated by store.batch.convert_batch for `view`. Raises
+        ConflictError when `view` was redefined since (nothing written), ValidationError when a
+        hashed key finds no free slot (nothing written)."""
+        hashed = self._keys.prepare(view, table)
+        with self.lock:
+            self.check_open()
+            snap = self._snapshot()
+            if snap.defs.feature_views.get(view.name) is not view:
+                raise ConflictError(
+                    f"feature view {view.name!r} was redefined while this batch was being "
+                    "validated; nothing was written: send it again"
+                )
+            seq = self._next_seq
+            if missing_created is not None:
+                table = self._stamp_created(table, missing_created)
+            try:
+                payload = self._keys.payload(view, seq, table, hashed, snap.trees[view.name])
+                self._log.append(seq, view.name, payload)
+            except ValidationError:
+                self._keys.release(view.name, seq)
+                raise
+            except BaseException as e:
+                self._fail(e)
+                raise
+            self._next_seq = seq + 1
+        try:
+            self._log.sync(seq)
+        except BaseException as e:
+            self._fail(e)
+            raise
+        with self._applied:
+            self._applied.wait_for(lambda: self._applied_seq == seq - 1 or self._failed is not None)
+            if self._failed is not None:
+                raise StoreError(f"the store failed before batch {seq} was applied: {self._failed}")
+            try:
+                apply_logged(snap, self._off, view, seq, payload, True, True)
+            except BaseException as e:
+                self._fail(e)
+                raise
+            self._applied_seq = seq
+            self.ingested_rows += table.num_rows
+            self.ingest_batches += 1
+            self._applied.notify_all()
+        if hashed is not None:
+            self._keys.release(view.name, seq)
+        if self._log.has_inactive:
+            self.trim_log(blocking=False)  # when free; flush, compact and close trim it too
+        return seq
+
+    def _stamp_created(self, table: pa.Table, missing: np.ndarray) -> pa.Table:
+        """Caller holds `lock`: the ingest time where no created_timestamp was given."""
+        now = max(time.time_ns(), self._last_created)
+        self._last_created = now
+        given = column_numpy(table, CREATED_TS, np.int64)
+        created = pa.array(np.where(missing, now, given)).cast(TIMESTAMP)
+        return table.set_column(table.schema.get_field_index(CREATED_TS), CREATED_TS, created)
+
+    def _fail(self, e: BaseException) -> None:
+        """A log or store write failed midway: refuse further writes until reopened."""
+        log.error("feature store failed, refusing writes until it is reopened: %s", e)
+        with self._applied:
+            self._failed = e
+            self._applied.notify_all()
+
+    def quiesce(self) -> None:
+        """Caller holds `lock`: wait until every logged batch has been applied."""
+        self.check_open()
+        with self._applied:
+            self._applied.wait_for(
+                lambda: self._applied_seq == self._next_seq - 1 or self._failed is not None
+            )
+        self.check_open()
+
+    def stop(self) -> bool:
+        """Caller holds `lock`: wait for the logged batches (unless failed), then refuse every
+        write from now on. False when already stopped."""
+        if self._closed:
+            return False
+        with self._applied:
+            self._applied.wait_for(
+                lambda: self._applied_seq == self._next_seq - 1 or self._failed is not None
+            )
+        self._closed = True
+        return True
+
+    def release_segments(self) -> None:
+        """Caller holds `lock`: delete the log segments both stores hold durably."""
+        release_segments(self._log, self._registry, self._snapshot(), self._off)
+
+    def trim_log(self, blocking: bool = True) -> None:
+        """Release log segments unless closed or failed; without `blocking`, only if `lock` is free."""
+        if not self.lock.acquire(blocking=blocking):
+            return
+        try:
+            if not self._closed and self._failed is None:
+                self.release_segments()
+        finally:
+            self.lock.release()
+
+
+def apply_logged(
+    snap: Snapshot,
+    off: OfflineStore,
+    view: FeatureView,
+    seq: int,
+    payload: pa.Table,
+    online: bool,
+    offline: bool,
+) -> None:
+    """Apply one logged batch (its payload as logged, conformed to `view`) to the chosen stores."""
+    if payload.num_rows == 0:
+        return
+    if online:
+        names = ([ENTITY_KEY_FIELD] if view.hashed else []) + [f.name for f in view.features]
+        snap.trees[view.name].write(
+            seq,
+            column_numpy(payload, KEY_COLUMN, np.uint64),
+            column_numpy(payload, EVENT_TS, np.int64),
+            column_numpy(payload, CREATED_TS, np.int64),
+            payload.select(names),
+        )
+    if offline:
+        off.append(snap.storage[view.name], payload.select(store_schema(view).names), seq)
+
+
+def column_numpy(table: pa.Table, name: str, dtype: type) -> np.ndarray:
+    """One column as a contiguous numpy array of `dtype` (timestamps as int64 ns)."""
+    col = table.column(name).combine_chunks()
+    if pa.types.is_timestamp(col.type):
+        col = col.cast(pa.int64())
+    return np.ascontiguousarray(col.to_numpy(zero_copy_only=False), dtype=dtype)
