@@ -2,7 +2,8 @@
 
 A declared Content-Length over the limit is refused (413) before a byte is read; a chunked body
 is counted while it streams and refused as soon as it passes the limit, so a huge body never
-sits in memory whole.
+sits in memory whole. Arrow IPC bodies are decoded by app/arrow_body.py. Stateless; safe from any
+thread or task.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive, Scope
 
 from app.errors import BadRequestError, PayloadTooLargeError
-
-ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
 
 async def read_body(request: Request, limit: int) -> bytes:

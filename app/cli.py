@@ -22,8 +22,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
     Progress,
     SpinnerColumn,
     TextColumn,
@@ -34,7 +32,7 @@ from rich.table import Table
 from app.settings import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_ROOT
 
 if TYPE_CHECKING:
-    from store import FeatureStore
+    from store import Definitions, FeatureStore
 
 cli = typer.Typer(
     help="rickhouse: a feature store with a learned-index online store.",
@@ -79,7 +77,7 @@ def open_store(root: Path) -> Iterator[FeatureStore]:
 def _run(fn: Any) -> Any:
     """Run a command body, turning expected errors into one red line and exit code 1."""
     from app.errors import ApiError
-    from app.tables import FileFormatError
+    from app.input_files import FileFormatError
     from store.errors import StoreError
 
     try:
@@ -89,22 +87,10 @@ def _run(fn: Any) -> Any:
         raise typer.Exit(1) from None
 
 
-def _progress() -> Progress:
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("rows"),
-        TimeElapsedColumn(),
-        console=console,
-    )
+def _definitions(fs: FeatureStore) -> Definitions:
+    from store import Definitions
 
-
-def _catalog(fs: FeatureStore) -> Any:
-    from app.catalog import Catalog
-
-    return Catalog.from_definitions(fs.definitions())
+    return Definitions.from_dict(fs.definitions())
 
 
 @cli.callback()
@@ -146,17 +132,18 @@ def ingest(
     batch_rows: Annotated[int, typer.Option(min=1, help="Rows per atomic batch.")] = 200_000,
 ) -> None:
     """Ingest a Parquet or CSV file into VIEW, in durable batches, with a progress bar."""
-    from app import tables
+    from app import input_files
+    from app.demo.run import progress_bar
     from store.errors import UnknownViewError
 
     def body() -> None:
         with open_store(root) as fs:
-            catalog = _catalog(fs)
-            if view not in catalog.views:
+            defs = _definitions(fs)
+            if view not in defs.feature_views:
                 raise UnknownViewError(view)
-            total, parts = tables.batches(file, catalog, catalog.views[view], batch_rows)
+            total, parts = input_files.batches(file, defs, defs.feature_views[view], batch_rows)
             start, seq, done = time.perf_counter(), 0, 0
-            with _progress() as progress:
+            with progress_bar(console) as progress:
                 task = progress.add_task(f"ingest {view}", total=total)
                 for part in parts:
                     seq = fs.ingest(view, part)
@@ -215,7 +202,8 @@ def get(
 ) -> None:
     """Read online features for some entities."""
     from app.errors import BadRequestError
-    from app.payloads import check_columns, coerce_keys
+    from app.feast_json import feast_json
+    from app.payloads import check_columns
 
     def body() -> None:
         entities: dict[str, list] = {}
@@ -229,10 +217,9 @@ def get(
             wanted: list[str] | str = features
             if len(features) == 1 and ":" not in features[0]:
                 wanted = features[0]  # a feature service
-            r = fs.get_online_features(
-                wanted, coerce_keys(entities, _catalog(fs)), full_feature_names=full_feature_names
-            )
-            out = r.to_feast_json()
+            # int64 keys come as decimal text, which the store parses (naming a bad row)
+            r = fs.get_online_features(wanted, entities, full_feature_names=full_feature_names)
+            out = feast_json(r)
         if as_json:
             console.print_json(json.dumps(out, default=str))
             return
@@ -273,7 +260,7 @@ def export(
     ] = None,
 ) -> None:
     """Point-in-time correct training export to Parquet; prints the seq it was taken at."""
-    from app import tables
+    from app import input_files
 
     refs = [r for item in features for r in item.split(",") if r]
 
@@ -284,7 +271,7 @@ def export(
             if entities.suffix.lower() == ".parquet":
                 rows: Any = str(entities.resolve())
             else:
-                rows = tables.read_entities(entities, _catalog(fs))
+                rows = input_files.read_entities(entities, _definitions(fs))
             out.parent.mkdir(parents=True, exist_ok=True)
             with Progress(
                 SpinnerColumn(),
@@ -368,136 +355,16 @@ def demo(
     ] = DEFAULT_PORT,
 ) -> None:
     """Load a deterministic recommendation data set (users, items, user x item; 30 days)."""
-    from app.demo import DEFINITIONS_PATH, generate, plan
+    from app.demo import plan
+    from app.demo.run import load, print_examples
 
     def body() -> None:
         p = plan(rows, seed, batch_rows)
         with open_store(root) as fs:
-            loaded = fs.last_seq > 0 and "user_item" in _catalog(fs).views
-            fs.apply(str(DEFINITIONS_PATH))
-            if loaded and not force:
-                console.print(
-                    f"demo data already in {root} (seq {fs.last_seq}); --force ingests it again"
-                )
-            else:
-                _ingest_demo(fs, p, generate)
-        print_examples(port)
+            load(fs, p, console, force=force)
+        print_examples(console, port)
 
     _run(body)
-
-
-def _ingest_demo(fs: FeatureStore, p: Any, generate: Any) -> None:
-    console.print(
-        f"demo: {p.rows:,} rows ({p.users:,} users, {p.items:,} items, 30 days), "
-        f"definitions app/demo/recsys.yaml"
-    )
-    start = time.perf_counter()
-    with _progress() as progress:
-        tasks = {view: progress.add_task(f"{view:<13}", total=n) for view, n in p.view_rows.items()}
-        for view, batch in generate(p):
-            fs.ingest(view, batch)
-            progress.advance(tasks[view], batch.num_rows)
-    elapsed = time.perf_counter() - start
-    console.print(
-        f"ingested {p.rows:,} rows in {elapsed:.1f} s ({p.rows / max(elapsed, 1e-9):,.0f} rows/s, "
-        f"durable); last seq {fs.last_seq}"
-    )
-
-
-def example_requests(port: int) -> list[tuple[str, str]]:
-    """(title, ready-to-paste curl command) against a demo server on 127.0.0.1:`port`."""
-    from app.demo.dataset import FIRST_USER_ID
-
-    url = f"http://127.0.0.1:{port}"
-    u1, u2 = FIRST_USER_ID, FIRST_USER_ID + 1
-
-    def post(path: str, body: dict[str, Any]) -> str:
-        return f"curl -s {url}{path} -H 'Content-Type: application/json' -d '{json.dumps(body)}'"
-
-    profile = ["user_profile:country", "user_profile:ctr_7d", "user_profile:avg_session_s"]
-    return [
-        (
-            "online features (Feast shape)",
-            post("/get-online-features", {"entities": {"user_id": [u1, u2]}, "features": profile}),
-        ),
-        (
-            "a feature service over a composite key (user x item)",
-            post(
-                "/get-online-features",
-                {
-                    "entities": {"user_id": [u1, u2], "item_id": ["item_000000", "item_000001"]},
-                    "feature_service": "ranking_v1",
-                },
-            ),
-        ),
-        (
-            "write one row (Feast remote client shape; null where unknown), then read it back",
-            post(
-                "/write-to-online-store",
-                {
-                    "feature_view_name": "user_profile",
-                    "df": {
-                        "user_id": [u1],
-                        "country": ["NL"],
-                        "age": [33],
-                        "is_premium": [True],
-                        "sessions_7d": [12],
-                        "ctr_7d": [0.5],
-                        "avg_session_s": [None],
-                        "last_active": ["2025-02-01T00:00:00"],
-                        "event_timestamp": ["2025-02-01T00:00:00"],
-                    },
-                },
-            ),
-        ),
-        (
-            "push through a push source (to both stores)",
-            post(
-                "/push",
-                {
-                    "push_source_name": "user_item_push",
-                    "df": {
-                        "user_id": [u1],
-                        "item_id": ["item_000000"],
-                        "clicks_30d": [7],
-                        "purchases_30d": [1],
-                        "dwell_s": [42.5],
-                        "affinity": [0.9],
-                        "last_action": ["purchase"],
-                        "event_timestamp": ["2025-02-01T00:00:00Z"],
-                    },
-                    "to": "online_and_offline",
-                },
-            ),
-        ),
-        (
-            "point-in-time training export (written under <root>/exports/; names its seq)",
-            post(
-                "/v1/training-export",
-                {
-                    "entities": {
-                        "user_id": [u1, u2],
-                        "event_timestamp": ["2025-01-15T00:00:00Z", "2025-01-31T00:00:00Z"],
-                    },
-                    "features": ["user_profile:country", "user_profile:sessions_7d"],
-                },
-            ),
-        ),
-        (
-            "store statistics and Prometheus metrics",
-            f"curl -s {url}/v1/stats; curl -s {url}/metrics | head -40",
-        ),
-    ]
-
-
-def print_examples(port: int) -> None:
-    console.print(
-        f"\n[bold]Try it[/] (server: rickhouse serve --port {port}; "
-        f"API docs http://127.0.0.1:{port}/docs):"
-    )
-    for title, cmd in example_requests(port):
-        console.print(f"\n# {title}", style="dim", highlight=False)
-        console.print(cmd, highlight=False, soft_wrap=True, markup=False)
 
 
 def main() -> None:

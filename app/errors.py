@@ -6,8 +6,12 @@ Two body shapes (FEAST_REST.md):
   the Feast exception of that class.
 - Native endpoints (`/v1/...`, `/metrics`) answer `{"error": {"type": ..., "message": ...}}`.
 
-Store errors map by kind: not found -> 404, bad input or definitions -> 422, a call overtaken by
-a concurrent apply -> 409, a locked or closed store -> 503. Anything else is a bug and stays a 500 (logged with its traceback), never a 200.
+Store errors map by kind (`store_error_status`, the one table): not found -> 404, bad input or
+definitions -> 422, a call overtaken by a concurrent apply -> 409, a locked or closed store ->
+503, a damaged file (`store.CorruptionError`, its message naming the file and what to do) or an
+engine failure -> 500 with that message in the JSON body; 5xx are logged with their traceback.
+Any other exception is a bug and stays Starlette's 500, never a 200. Stateless; safe from any
+thread.
 """
 
 from __future__ import annotations
@@ -99,8 +103,9 @@ _STORE_MAP: tuple[tuple[type[store_errors.StoreError], int, str], ...] = (
     (store_errors.ConflictError, 409, "FeastError"),
     (store_errors.WriterLockedError, 503, "FeastError"),
     (store_errors.ClosedError, 503, "FeastError"),
-    # A damaged file is a server fault, not the client's: 500, but with a clear message.
+    # A damaged file is a server fault, not the client's: 500, with the message naming the file.
     (store_errors.CorruptionError, 500, "FeastError"),
+    (store_errors.EngineError, 500, "FeastError"),
 )
 
 
@@ -110,6 +115,14 @@ def store_error_status(exc: store_errors.StoreError) -> tuple[int, str]:
         if isinstance(exc, kind):
             return status, feast_class
     return 500, "FeastError"
+
+
+def store_error_answer(path: str, exc: store_errors.StoreError) -> tuple[int, bytes]:
+    """(HTTP status, error body) of a store error on `path`; a 5xx is logged with its traceback."""
+    status, feast_class = store_error_status(exc)
+    if status >= 500:
+        log.error("store error on %s: %s", path, exc, exc_info=exc)
+    return status, error_body(path, status, type(exc).__name__, feast_class, str(exc))
 
 
 def error_body(path: str, status: int, type_: str, feast_class: str, message: str) -> bytes:
@@ -145,10 +158,8 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 
 async def _store_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, store_errors.StoreError)
-    status, feast_class = store_error_status(exc)
-    if status >= 500:
-        log.error("store error on %s: %s", request.url.path, exc, exc_info=exc)
-    return error_response(request.url.path, status, type(exc).__name__, feast_class, str(exc))
+    status, body = store_error_answer(request.url.path, exc)
+    return Response(body, status_code=status, media_type="application/json")
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:

@@ -1,11 +1,16 @@
 """POST /v1/training-export: request parsing, path safety, and the result as file or stream.
 
 The entity rows arrive as JSON columns, as an Arrow IPC stream body, or as the path of a Parquet
-file that must resolve under the store root (no `..`, no symlink out of it). Feature refs are
-checked against the applied definitions before anything reaches the offline store, so hostile
-names never get near a query. The result is written by `FeatureStore.export_training` under
+file that must resolve under the store root (no `..`, no symlink out of it). What is checked here
+is the request: its JSON shape, the paths and names it gives, and the decoding of JSON columns
+and Arrow bodies into an entity table (join keys by `store.entities.parse_entities`, timestamps by
+`store.timestamps.parse_iso8601`). The feature refs are resolved by `store.features.plan_features`
+before anything reaches the offline store, so hostile names never get near a query; the entity
+table's columns (join keys present, event_timestamp, no repeated or empty names) are checked by
+the store's export. The result is written by `FeatureStore.export_training` under
 `<root>/exports/`; it is then returned as that path (JSON), or streamed back as Parquet or Arrow
-IPC and deleted. Every answer names the seq the export was taken at.
+IPC and deleted. Every answer names the seq the export was taken at. Pure functions but for
+`run_export` (writes under the root) and `arrow_chunks` (deletes what it streamed).
 """
 
 from __future__ import annotations
@@ -18,18 +23,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from app._ipc_size import dictionary_expansion_bytes, stream_decoded_bytes
-from app.catalog import Catalog
-from app.errors import ApiError, BadRequestError, NotFoundApiError, PayloadTooLargeError
-from app.payloads import check_columns, check_refs, coerce_keys, parse_features, require_object
-from store.errors import UnknownFeatureServiceError, short_repr
+from app.arrow_body import ARROW_STREAM, read_arrow_stream, validate_columns
+from app.errors import ApiError, BadRequestError, NotFoundApiError
+from app.payloads import check_columns, parse_features, require_object, wire_keys
+from app.service import DefinitionsSnapshot
+from store import FeatureStore
+from store.dtypes import arrow_type
+from store.entities import parse_entities
+from store.errors import short_repr
+from store.features import FeaturePlan, plan_features
+from store.timestamps import parse_iso8601
 
 PARQUET = "application/vnd.apache.parquet"
-ARROW = "application/vnd.apache.arrow.stream"
 EXPORTS_DIR = "exports"
 _OUT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}\.parquet$")
 _SEQ_TEXT = re.compile(r"^[0-9]{1,19}$")  # ASCII only: str.isdigit() also takes "²"
@@ -44,7 +52,7 @@ class ExportExistsError(ApiError):
 @dataclass(frozen=True)
 class ExportRequest:
     entities: pa.Table | str  # a table, or an absolute Parquet path under the root
-    features: list[str]
+    features: list[str] | str  # refs, or a feature service name (resolved: they exist)
     as_of_seq: int | None
     mode: str  # "file" | "parquet" | "arrow"
     out_name: str | None = None
@@ -57,22 +65,21 @@ def choose_mode(accept: str, output: Any) -> str:
     accept = accept.lower()
     if output == "file":
         return "file"
-    if ARROW in accept:
+    if ARROW_STREAM in accept:
         return "arrow"
     if PARQUET in accept or "application/octet-stream" in accept or output == "stream":
         return "parquet"
     return "file"
 
 
-def resolve_features(obj: Mapping[str, Any], catalog: Catalog) -> list[str]:
-    """Feature refs of the request (a service is expanded), each checked against the definitions."""
-    features, refs = parse_features(dict(obj), catalog)
-    if isinstance(features, str):
-        if features not in catalog.services:
-            raise UnknownFeatureServiceError(features)
-        refs = list(catalog.services[features])
-    check_refs(refs, catalog)
-    return refs
+def resolve_features(
+    obj: Mapping[str, Any], snap: DefinitionsSnapshot
+) -> tuple[list[str] | str, FeaturePlan]:
+    """The request's `features` or `feature_service` and its read plan: the shape is checked
+    here (422), whether the refs exist by the store's planner (404 naming the first that does
+    not)."""
+    features = parse_features(dict(obj))
+    return features, plan_features(snap.definitions, features, False)
 
 
 def parse_as_of_seq(value: Any) -> int | None:
@@ -82,7 +89,9 @@ def parse_as_of_seq(value: Any) -> int | None:
     if isinstance(value, str) and _SEQ_TEXT.fullmatch(value):
         value = int(value)
     if type(value) is not int or value < 0:
-        raise BadRequestError(f"'as_of_seq' must be a non-negative integer, got {short_repr(value)}")
+        raise BadRequestError(
+            f"'as_of_seq' must be a non-negative integer, got {short_repr(value)}"
+        )
     return value
 
 
@@ -106,20 +115,21 @@ def safe_entities_path(path: Any, root: Path) -> str:
             f"'entities_path' {short_repr(path)} is not a usable path: {exc.strerror}"
         ) from None
     if not is_file:
-        raise NotFoundApiError(f"'entities_path' {short_repr(path)}: no such file under the store root")
+        raise NotFoundApiError(
+            f"'entities_path' {short_repr(path)}: no such file under the store root"
+        )
     return str(candidate)
 
 
-def check_entity_file(path: str, shown: str, refs: list[str], catalog: Catalog) -> None:
-    """The Parquet file at `path` is readable and has the columns the export needs (its footer
-    only; the rows are streamed by the offline store). `shown` names it in messages."""
+def check_entity_file(path: str, shown: str) -> None:
+    """The Parquet file at `path` has a readable footer (the rows are streamed by the offline
+    store, which checks its columns). `shown` names it in messages."""
     try:
-        names = pq.read_schema(path).names
+        pq.read_schema(path)
     except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
         raise BadRequestError(
             f"'entities_path' {shown!r} is not a readable Parquet file: {exc}"
         ) from None
-    check_entity_columns(names, refs, catalog)
 
 
 def check_out_name(name: Any) -> str | None:
@@ -133,21 +143,19 @@ def check_out_name(name: Any) -> str | None:
     return name
 
 
-def entities_from_columns(columns: Any, catalog: Catalog) -> pa.Table:
+def entities_from_columns(columns: Any, plan: FeaturePlan, snap: DefinitionsSnapshot) -> pa.Table:
     """JSON entity columns -> Arrow: join keys typed by their entity, event_timestamp parsed
-    (RFC 3339 / ISO 8601; naive = UTC), any other column (labels) inferred and passed through."""
+    (RFC 3339 / ISO 8601; naive = UTC), any other column (labels) inferred and passed through.
+    A missing event_timestamp is left for the store's export to name."""
     check_columns(columns, "'entities'")
-    columns = coerce_keys(columns, catalog)
-    if ENTITY_TS not in columns:
-        raise BadRequestError(f"'entities' has no {ENTITY_TS!r} column (ISO 8601 timestamps)")
+    keys, _n = parse_entities(wire_keys(columns, snap.key_dtypes), plan.join_keys)
+    key_types = dict(plan.join_keys)
     arrays: dict[str, pa.Array] = {}
     for name, values in columns.items():
-        if name == ENTITY_TS:
+        if name in keys:
+            arrays[name] = pa.array(keys[name], arrow_type(key_types[name]))
+        elif name == ENTITY_TS:
             arrays[name] = _timestamps(values)
-        elif catalog.key_dtypes.get(name) == "int64":
-            arrays[name] = pa.array(values, pa.int64())
-        elif catalog.key_dtypes.get(name) == "string":
-            arrays[name] = pa.array(values, pa.string())
         else:
             try:
                 arrays[name] = pa.array(values)
@@ -159,63 +167,31 @@ def entities_from_columns(columns: Any, catalog: Catalog) -> pa.Table:
 
 
 def _timestamps(values: list[Any]) -> pa.Array:
-    for i, v in enumerate(values):
-        if not isinstance(v, str):
-            raise BadRequestError(
-                f"'entities'[{ENTITY_TS!r}] row {i}: {v!r} is not an ISO 8601 timestamp string"
-            )
     try:
-        parsed = pd.to_datetime(values, utc=True, format="ISO8601")
-        return pa.array(parsed).cast(pa.timestamp("ns", tz="UTC"))
-    except (ValueError, TypeError, pa.ArrowInvalid) as exc:  # ArrowInvalid: out of ns range
+        return parse_iso8601(values)
+    except ValueError as exc:
         raise BadRequestError(
             f"'entities'[{ENTITY_TS!r}]: {exc} (timestamps must lie within 1677-09-21 and "
             "2262-04-11)"
         ) from None
 
 
-def check_entity_keys(table: pa.Table | None, refs: list[str], catalog: Catalog) -> None:
-    """The entity table carries every join key the requested views need, and event_timestamp."""
-    if table is None:
-        return
-    check_entity_columns(table.column_names, refs, catalog)
-    if table.num_rows == 0:
-        raise BadRequestError("the entity rows are empty")
-
-
-def check_entity_columns(column_names: list[str], refs: list[str], catalog: Catalog) -> None:
-    """Entity column names: unique, non-empty, event_timestamp and every needed join key."""
-    names = set(column_names)
-    if len(names) != len(column_names):
-        dup = next(n for n in column_names if column_names.count(n) > 1)
-        raise BadRequestError(f"the entity rows repeat column {dup!r}")
-    if "" in names:
-        raise BadRequestError("an entity column has an empty name")
-    if ENTITY_TS not in names:
-        raise BadRequestError(f"the entity rows have no {ENTITY_TS!r} column")
-    for view in catalog.views_of(refs):
-        missing = [k for k in catalog.views[view].join_keys if k not in names]
-        if missing:
-            raise BadRequestError(
-                f"the entity rows lack join key(s) {missing} needed by feature view {view!r}"
-            )
-
-
-def parse_json_request(obj: Any, accept: str, catalog: Catalog, root: Path) -> ExportRequest:
+def parse_json_request(
+    obj: Any, accept: str, snap: DefinitionsSnapshot, root: Path
+) -> ExportRequest:
     obj = require_object(obj)
-    refs = resolve_features(obj, catalog)
+    features, plan = resolve_features(obj, snap)
     has_cols, has_path = "entities" in obj, "entities_path" in obj
     if has_cols == has_path:
         raise BadRequestError("send exactly one of 'entities' (JSON columns) or 'entities_path'")
     if has_cols:
-        entities: pa.Table | str = entities_from_columns(obj["entities"], catalog)
-        check_entity_keys(entities, refs, catalog)
+        entities: pa.Table | str = entities_from_columns(obj["entities"], plan, snap)
     else:
         entities = safe_entities_path(obj["entities_path"], root)
-        check_entity_file(entities, obj["entities_path"], refs, catalog)
+        check_entity_file(entities, obj["entities_path"])
     return ExportRequest(
         entities=entities,
-        features=refs,
+        features=features,
         as_of_seq=parse_as_of_seq(obj.get("as_of_seq")),
         mode=choose_mode(accept, obj.get("output")),
         out_name=check_out_name(obj.get("out")),
@@ -223,76 +199,30 @@ def parse_json_request(obj: Any, accept: str, catalog: Catalog, root: Path) -> E
 
 
 def parse_arrow_request(
-    body: bytes, params: Mapping[str, Any], accept: str, catalog: Catalog, limit: int
+    body: bytes, params: Mapping[str, Any], accept: str, snap: DefinitionsSnapshot, limit: int
 ) -> ExportRequest:
     """Arrow IPC stream body = entity rows; features etc. as query parameters."""
     table = read_arrow_stream(body, limit)
+    # entity tables reach the offline store without store.batch.convert_batch: validated here
+    validate_columns(table)
     query: dict[str, Any] = {}
     if params.get("features"):
         query["features"] = [r for item in params["features"] for r in item.split(",") if r]
     if params.get("feature_service"):
         query["feature_service"] = params["feature_service"]
-    refs = resolve_features(query, catalog)
-    check_entity_keys(table, refs, catalog)
+    features, _plan = resolve_features(query, snap)
+    if table.num_rows == 0:
+        raise BadRequestError("the entity rows are empty")
     return ExportRequest(
         entities=table,
-        features=refs,
+        features=features,
         as_of_seq=parse_as_of_seq(params.get("as_of_seq")),
         mode=choose_mode(accept, params.get("output")),
         out_name=check_out_name(params.get("out")),
     )
 
 
-def read_arrow_stream(body: bytes, limit: int) -> pa.Table:
-    """An Arrow IPC stream body as a table, fully validated (422 when it is not one; 413 when
-    its compressed buffers decode to more than `limit` bytes, checked before decoding).
-
-    Reading a stream checks its framing, not its data: a damaged or hostile body can declare
-    buffers longer than it holds, bad offsets or strings that are not UTF-8. Such columns would
-    fail later, deep in a store (the online engine cannot read a non-UTF-8 string), so every
-    column is validated here, where untrusted bytes become Arrow arrays (C++; ~1 ms per 200k rows).
-    """
-    if not body:
-        raise BadRequestError("the request body is empty: send an Arrow IPC stream")
-    try:
-        decoded = stream_decoded_bytes(body, limit)
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise BadRequestError(f"the body is not a valid Arrow IPC stream: {exc}") from None
-    if decoded > limit:
-        raise PayloadTooLargeError(
-            f"the Arrow IPC stream decodes to more than {limit} bytes "
-            "(RICKHOUSE_MAX_BODY_BYTES counts its compressed buffers decoded); send smaller "
-            "batches"
-        )
-    source = pa.BufferReader(body)
-    try:
-        table = pa.ipc.open_stream(source).read_all()
-        names = table.column_names  # decodes the field names: UnicodeDecodeError when not UTF-8
-        read = source.tell()
-    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
-        raise BadRequestError(f"the body is not a valid Arrow IPC stream: {exc}") from None
-    if read != len(body):  # e.g. two streams concatenated: the rows after the first would be lost
-        raise BadRequestError(
-            f"the body holds {len(body) - read} bytes after the end of its Arrow IPC stream; "
-            "send one stream (one schema, then its record batches)"
-        )
-    for name, column in zip(names, table.columns, strict=True):
-        try:
-            column.validate(full=True)
-        except pa.ArrowException as exc:
-            raise BadRequestError(
-                f"the body is not a valid Arrow IPC stream: column {name!r} holds invalid data "
-                f"({exc})"
-            ) from None
-    if decoded + dictionary_expansion_bytes(table) > limit:
-        raise PayloadTooLargeError(
-            f"the Arrow IPC stream's dictionary-encoded columns decode to more than {limit} "
-            "bytes (RICKHOUSE_MAX_BODY_BYTES); send smaller batches or plain strings"
-        )
-    return table
-
-
-def run_export(fs: Any, req: ExportRequest) -> dict[str, Any]:
+def run_export(fs: FeatureStore, req: ExportRequest) -> dict[str, Any]:
     """Blocking: write the export under <root>/exports/; returns {"seq", "rows", "path"}."""
     out_dir = Path(fs.root) / EXPORTS_DIR
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.body import read_asgi_body
-from app.errors import CLIENT_CLOSED, ApiError, error_body, store_error_status
+from app.errors import CLIENT_CLOSED, ApiError, error_body, store_error_answer
 from app.feast_api import online_features_json
 from app.service import StoreService
 from store.errors import StoreError
@@ -53,8 +53,7 @@ class OnlineFastPath:
             status = exc.status
             content = error_body(PATH, status, exc.type, exc.feast_class, exc.message)
         except StoreError as exc:
-            status, feast_class = store_error_status(exc)
-            content = error_body(PATH, status, type(exc).__name__, feast_class, str(exc))
+            status, content = store_error_answer(PATH, exc)
         await send(
             {
                 "type": "http.response.start",

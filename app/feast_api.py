@@ -16,12 +16,12 @@ from starlette.responses import Response
 from app import openapi_docs
 from app.body import read_body
 from app.errors import UnavailableError
+from app.feast_json import feast_json
 from app.payloads import parse_online_request, parse_push_request, parse_write_request
 from app.service import StoreService
 
 router = APIRouter(tags=["feast"])
 JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
-EPOCH = "1970-01-01T00:00:00Z"
 
 
 def _service(request: Request) -> StoreService:
@@ -30,17 +30,13 @@ def _service(request: Request) -> StoreService:
 
 def online_features_json(svc: StoreService, body: bytes) -> bytes:
     """Blocking: parse, one batched lookup, serialize."""
-    catalog = svc.catalog
-    req = parse_online_request(body, catalog)
+    req = parse_online_request(body, svc.snapshot.key_dtypes)
     r = svc.store.get_online_features(
         req.features, req.entities, full_feature_names=req.full_feature_names
     )
-    out: dict[str, Any] = r.to_feast_json()
-    if req.include_metadata:
-        refs = req.refs or list(catalog.services.get(str(req.features), ()))
-        out.setdefault("metadata", {})["feature_view_metadata"] = [
-            {"name": view} for view in catalog.views_of(refs)
-        ]
+    out: dict[str, Any] = feast_json(r)
+    if req.include_metadata:  # the views read, in request order
+        out["metadata"]["feature_view_metadata"] = [{"name": lk.read.view.name} for lk in r.lookups]
     return orjson.dumps(out, option=JSON_OPTS)
 
 

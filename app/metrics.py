@@ -1,77 +1,68 @@
-"""Request metrics and the Prometheus text exposition of /metrics.
+"""Request metrics and /metrics, with prometheus_client: one CollectorRegistry per app.
 
-`MetricsMiddleware` (pure ASGI, cheap) counts requests by endpoint (the route's path template,
-never the raw path, so the label set stays bounded), method and status, and records latency in a
-fixed-bucket histogram per endpoint. It runs on the event loop thread only, so the counters need
-no lock. Store-side figures (ingested rows, lookups, compactions, commit log, learned-index
-statistics) come from `FeatureStore.stats()` at scrape time.
+`RequestMetrics` holds a Counter of requests by endpoint (the route's path template, never the
+raw path, so the label set stays bounded), method and status, and a Histogram of latency per
+endpoint; `MetricsMiddleware` (pure ASGI) feeds them once per request. Each label set's children
+are looked up once and cached, so a request costs two lock-guarded increments, not a label
+resolution. prometheus_client's metrics are thread-safe; the child cache is written on the event
+loop thread only (a dict insert, atomic for readers in other threads).
+
+`StoreStatsCollector` turns `FeatureStore.stats()` into metric families at scrape time:
+ingested rows, lookups, exports, commit log, compactions and flushes, and the per-level
+learned-index statistics (sstables, keys, PLR segments, model bytes, lookups, index modes),
+plus `rickhouse_up`. Scrapes call `render` off the event loop: `stats()` may take a moment.
 """
 
 from __future__ import annotations
 
-import bisect
 import time
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Latency buckets in seconds (upper bounds); +Inf is implicit.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class RequestMetrics:
-    """Per-endpoint counters and latency histograms. Event-loop thread only."""
+    """Per-endpoint request counts and latency histograms, registered in `registry`."""
 
-    def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, int], int] = defaultdict(int)
-        self.buckets: dict[str, list[int]] = {}
-        self.sums: dict[str, float] = defaultdict(float)
-        self.counts: dict[str, int] = defaultdict(int)
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.requests = Counter(
+            "rickhouse_http_requests",
+            "HTTP requests by endpoint, method and status.",
+            ("endpoint", "method", "status"),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "rickhouse_http_request_duration_seconds",
+            "Request latency by endpoint.",
+            ("endpoint",),
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        # (endpoint, method, status) -> (counter child, histogram child); event loop writes only
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
-        self.requests[(endpoint, method, status)] += 1
-        counts = self.buckets.get(endpoint)
-        if counts is None:
-            counts = self.buckets[endpoint] = [0] * (len(BUCKETS) + 1)
-        counts[bisect.bisect_left(BUCKETS, seconds)] += 1
-        self.sums[endpoint] += seconds
-        self.counts[endpoint] += 1
+        children = self._children.get((endpoint, method, status))
+        if children is None:
+            children = self._children[(endpoint, method, status)] = (
+                self.requests.labels(endpoint, method, str(status)),
+                self.latency.labels(endpoint),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> list[str]:
-        lines = [
-            "# HELP rickhouse_http_requests_total HTTP requests by endpoint, method and status.",
-            "# TYPE rickhouse_http_requests_total counter",
-        ]
-        for (endpoint, method, status), n in sorted(self.requests.items()):
-            lines.append(
-                f'rickhouse_http_requests_total{{endpoint="{_esc(endpoint)}",method="{method}",'
-                f'status="{status}"}} {n}'
-            )
-        lines += [
-            "# HELP rickhouse_http_request_duration_seconds Request latency by endpoint.",
-            "# TYPE rickhouse_http_request_duration_seconds histogram",
-        ]
-        for endpoint, counts in sorted(self.buckets.items()):
-            label = f'endpoint="{_esc(endpoint)}"'
-            cumulative = 0
-            for bound, n in zip(BUCKETS, counts, strict=False):
-                cumulative += n
-                lines.append(
-                    f'rickhouse_http_request_duration_seconds_bucket{{{label},le="{bound}"}} {cumulative}'
-                )
-            cumulative += counts[-1]
-            lines.append(
-                f'rickhouse_http_request_duration_seconds_bucket{{{label},le="+Inf"}} {cumulative}'
-            )
-            lines.append(
-                f"rickhouse_http_request_duration_seconds_sum{{{label}}} {self.sums[endpoint]}"
-            )
-            lines.append(
-                f"rickhouse_http_request_duration_seconds_count{{{label}}} {self.counts[endpoint]}"
-            )
-        return lines
+        """The registry's exposition, line by line (what /metrics answers)."""
+        return generate_latest(self.registry).decode().splitlines()
 
 
 class MetricsMiddleware:
@@ -102,183 +93,195 @@ class MetricsMiddleware:
             self.metrics.observe(endpoint, scope["method"], status, time.perf_counter() - start)
 
 
-def _esc(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class StoreStatsCollector(Collector):
+    """The store's figures at scrape time. `stats` returns `FeatureStore.stats()`, or None when
+    the store is not open (then only `rickhouse_up 0` is reported)."""
+
+    def __init__(self, stats: Callable[[], Mapping[str, Any] | None]) -> None:
+        self._stats = stats
+
+    def describe(self) -> list[Metric]:
+        """Nothing: registering must not read the store (the names vary with its contents)."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats()
+        if stats is not None:
+            yield from store_stats_families(stats)
+        yield GaugeMetricFamily(
+            "rickhouse_up", "1 when the store is open and serving.", value=int(stats is not None)
+        )
 
 
 def _num(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, int | float):
+    if isinstance(value, bool | int | float):
         return float(value)
     return None
 
 
-def _gauge(
-    lines: list[str], name: str, help_: str, kind: str, samples: Iterable[tuple[str, Any]]
-) -> None:
-    rows = [(labels, _num(v)) for labels, v in samples]
-    rows = [(labels, v) for labels, v in rows if v is not None]
-    if not rows:
-        return
-    lines.append(f"# HELP {name} {help_}")
-    lines.append(f"# TYPE {name} {kind}")
-    for labels, v in rows:
-        lines.append(f"{name}{{{labels}}} {v:g}" if labels else f"{name} {v:g}")
+class _Families:
+    """Metric families being filled from a stats dict; a family without samples is dropped."""
+
+    def __init__(self) -> None:
+        self.out: list[Metric] = []
+
+    def add(
+        self,
+        name: str,
+        help_: str,
+        counter: bool,
+        labels: tuple[str, ...],
+        samples: list[tuple[tuple[str, ...], Any]],
+    ) -> None:
+        rows = [(values, _num(v)) for values, v in samples]
+        rows = [(values, v) for values, v in rows if v is not None]
+        if not rows:
+            return
+        if counter:  # exposed as <name>_total
+            family: Metric = CounterMetricFamily(name.removesuffix("_total"), help_, labels=labels)
+        else:
+            family = GaugeMetricFamily(name, help_, labels=labels)
+        for values, v in rows:
+            family.add_metric(list(values), v)  # type: ignore[attr-defined]
+        self.out.append(family)
 
 
-def render_store_stats(stats: Mapping[str, Any]) -> list[str]:
-    """Prometheus lines from `FeatureStore.stats()` (INTERNAL_API.md shape; absent parts skipped)."""
-    lines: list[str] = []
+_LEVEL_HELP = {
+    "sstables": "Sstables per level.",
+    "keys": "Keys per level.",
+    "bytes": "Sstable bytes per level.",
+    "plr_segments": "Learned-index (PLR) segments per level.",
+    "model_bytes": "Learned-index model bytes per level.",
+    "lookups_positive": "Lookups that found their key, per level.",
+    "lookups_negative": "Lookups that missed, per level.",
+}
+_OFFLINE_KEYS = ("files", "bytes", "buffer_rows", "durable_seq")
+
+
+def store_stats_families(stats: Mapping[str, Any]) -> list[Metric]:
+    """Metric families from `FeatureStore.stats()` (INTERNAL_API.md shape; absent parts skipped)."""
+    f = _Families()
     counters = stats.get("counters") or {}
-    _gauge(
-        lines,
-        "rickhouse_ingested_rows_total",
-        "Rows ingested.",
-        "counter",
-        [("", counters.get("ingested_rows"))],
-    )
-    _gauge(
-        lines,
-        "rickhouse_ingest_batches_total",
-        "Batches ingested.",
-        "counter",
-        [("", counters.get("ingest_batches"))],
-    )
-    _gauge(
-        lines,
-        "rickhouse_online_lookups_total",
-        "Online lookup calls.",
-        "counter",
-        [("", counters.get("online_lookups"))],
-    )
-    _gauge(
-        lines,
-        "rickhouse_exports_total",
-        "Training exports.",
-        "counter",
-        [("", counters.get("exports"))],
-    )
-    _gauge(
-        lines,
-        "rickhouse_last_seq",
-        "Highest committed seq.",
-        "gauge",
-        [("", stats.get("last_seq"))],
-    )
+    for key, name, help_ in (
+        ("ingested_rows", "rickhouse_ingested_rows_total", "Rows ingested."),
+        ("ingest_batches", "rickhouse_ingest_batches_total", "Batches ingested."),
+        ("online_lookups", "rickhouse_online_lookups_total", "Online lookup calls."),
+        ("exports", "rickhouse_exports_total", "Training exports."),
+    ):
+        f.add(name, help_, True, (), [((), counters.get(key))])
+    f.add("rickhouse_last_seq", "Highest committed seq.", False, (), [((), stats.get("last_seq"))])
     log_stats = stats.get("commit_log") or {}
-    _gauge(
-        lines,
+    f.add(
         "rickhouse_commit_log_segments",
         "Commit log segments on disk.",
-        "gauge",
-        [("", log_stats.get("segments"))],
+        False,
+        (),
+        [((), log_stats.get("segments"))],
     )
-    _gauge(
-        lines,
+    f.add(
         "rickhouse_commit_log_bytes",
         "Commit log size on disk.",
-        "gauge",
-        [("", log_stats.get("bytes"))],
+        False,
+        (),
+        [((), log_stats.get("bytes"))],
     )
+    _online_families(f, stats.get("online") or {})
+    offline: dict[str, list[tuple[tuple[str, ...], Any]]] = {k: [] for k in _OFFLINE_KEYS}
+    for view, s in sorted((stats.get("offline") or {}).items()):
+        if isinstance(s, Mapping):
+            for key in _OFFLINE_KEYS:
+                offline[key].append(((str(view),), s.get(key)))
+    for key in _OFFLINE_KEYS:
+        f.add(
+            f"rickhouse_offline_{key}",
+            f"Offline store {key.replace('_', ' ')} per view.",
+            False,
+            ("view",),
+            offline[key],
+        )
+    return f.out
 
-    online = stats.get("online") or {}
-    per_view: dict[str, list[tuple[str, Any]]] = defaultdict(list)
+
+def _online_families(f: _Families, online: Mapping[str, Any]) -> None:
+    per: dict[str, list[tuple[tuple[str, ...], Any]]] = {}
+
+    def put(key: str, labels: tuple[str, ...], value: Any) -> None:
+        per.setdefault(key, []).append((labels, value))
+
     for view, tree in sorted(online.items()):
         if not isinstance(tree, Mapping):
             continue
-        v = f'view="{_esc(str(view))}"'
-        per_view["compactions"].append((v, tree.get("compactions")))
-        per_view["flushes"].append((v, tree.get("flushes")))
-        per_view["durable_seq"].append((v, tree.get("durable_seq")))
-        memtable = tree.get("memtable") or {}
-        per_view["memtable_rows"].append((v, memtable.get("rows")))
+        v = str(view)
+        put("compactions", (v,), tree.get("compactions"))
+        put("flushes", (v,), tree.get("flushes"))
+        put("durable_seq", (v,), tree.get("durable_seq"))
+        put("memtable_rows", (v,), (tree.get("memtable") or {}).get("rows"))
         analyzer = tree.get("analyzer") or {}
-        for key in ("learned", "skipped", "pending"):
-            per_view["analyzer"].append((f'{v},decision="{key}"', analyzer.get(key)))
+        for decision in ("learned", "skipped", "pending"):
+            put("analyzer", (v, decision), analyzer.get(decision))
         for level in tree.get("levels") or ():
-            lv = f'{v},level="{level.get("level")}"'
-            for key in (
-                "sstables",
-                "keys",
-                "bytes",
-                "plr_segments",
-                "model_bytes",
-                "lookups_positive",
-                "lookups_negative",
-            ):
-                per_view[f"level_{key}"].append((lv, level.get(key)))
+            lv = (v, str(level.get("level")))
+            for key in _LEVEL_HELP:
+                put(f"level_{key}", lv, level.get(key))
             for mode, n in (level.get("index_modes") or {}).items():
-                per_view["level_index_modes"].append((f'{lv},mode="{_esc(str(mode))}"', n))
-    _gauge(
-        lines,
+                put("level_index_modes", (*lv, str(mode)), n)
+    by_view = ("view",)
+    f.add(
         "rickhouse_compactions_total",
         "Online compactions per view.",
-        "counter",
-        per_view["compactions"],
+        True,
+        by_view,
+        per.get("compactions", []),
     )
-    _gauge(
-        lines,
+    f.add(
         "rickhouse_flushes_total",
         "Online memtable flushes per view.",
-        "counter",
-        per_view["flushes"],
+        True,
+        by_view,
+        per.get("flushes", []),
     )
-    _gauge(
-        lines,
+    f.add(
         "rickhouse_online_durable_seq",
         "Online durable seq per view.",
-        "gauge",
-        per_view["durable_seq"],
+        False,
+        by_view,
+        per.get("durable_seq", []),
     )
-    _gauge(
-        lines,
+    f.add(
         "rickhouse_memtable_rows",
         "Rows in the online memtable per view.",
-        "gauge",
-        per_view["memtable_rows"],
+        False,
+        by_view,
+        per.get("memtable_rows", []),
     )
-    _gauge(
-        lines,
+    f.add(
         "rickhouse_learned_index_decisions",
         "Cost-benefit analyzer decisions.",
-        "gauge",
-        per_view["analyzer"],
+        False,
+        ("view", "decision"),
+        per.get("analyzer", []),
     )
-    helps = {
-        "sstables": "Sstables per level.",
-        "keys": "Keys per level.",
-        "bytes": "Sstable bytes per level.",
-        "plr_segments": "Learned-index (PLR) segments per level.",
-        "model_bytes": "Learned-index model bytes per level.",
-        "lookups_positive": "Lookups that found their key, per level.",
-        "lookups_negative": "Lookups that missed, per level.",
-    }
-    for key, help_ in helps.items():
-        kind = "counter" if key.startswith("lookups") else "gauge"
-        suffix = "_total" if kind == "counter" else ""
-        _gauge(lines, f"rickhouse_level_{key}{suffix}", help_, kind, per_view[f"level_{key}"])
-    _gauge(
-        lines,
+    for key, help_ in _LEVEL_HELP.items():
+        counter = key.startswith("lookups")
+        name = f"rickhouse_level_{key}{'_total' if counter else ''}"
+        f.add(name, help_, counter, ("view", "level"), per.get(f"level_{key}", []))
+    f.add(
         "rickhouse_level_index_modes",
         "Sstables per index mode, per level.",
-        "gauge",
-        per_view["level_index_modes"],
+        False,
+        ("view", "level", "mode"),
+        per.get("level_index_modes", []),
     )
 
-    offline = stats.get("offline") or {}
-    off: dict[str, list[tuple[str, Any]]] = defaultdict(list)
-    for view, s in sorted(offline.items()):
-        if isinstance(s, Mapping):
-            v = f'view="{_esc(str(view))}"'
-            for key in ("files", "bytes", "buffer_rows", "durable_seq"):
-                off[key].append((v, s.get(key)))
-    for key in ("files", "bytes", "buffer_rows", "durable_seq"):
-        _gauge(
-            lines,
-            f"rickhouse_offline_{key}",
-            f"Offline store {key.replace('_', ' ')} per view.",
-            "gauge",
-            off[key],
-        )
-    return lines
+
+def app_registry(
+    request_metrics: RequestMetrics, stats: Callable[[], Mapping[str, Any] | None]
+) -> CollectorRegistry:
+    """`request_metrics`' registry with the store's collector added (one registry per app)."""
+    request_metrics.registry.register(StoreStatsCollector(stats))
+    return request_metrics.registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The Prometheus text exposition of `registry` (blocking: collectors read the store)."""
+    return generate_latest(registry)

@@ -16,9 +16,10 @@ from starlette.background import BackgroundTask
 from starlette.responses import FileResponse, Response, StreamingResponse
 
 from app import export, openapi_docs
-from app.body import ARROW_STREAM, media_type, read_body
+from app.arrow_body import ARROW_STREAM, read_arrow_stream
+from app.body import media_type, read_body
 from app.errors import BadRequestError, UnsupportedMediaTypeError
-from app.metrics import render_store_stats
+from app.metrics import CONTENT_TYPE, render
 from app.payloads import parse_ingest_json, parse_json, parse_yaml, require_object
 from app.service import StoreService
 from store.errors import UnknownViewError
@@ -48,7 +49,7 @@ def json_response(value: Any, status: int = 200) -> Response:
 
 def _ingest(svc: StoreService, view: str, body: bytes, kind: str) -> dict[str, int]:
     if kind == ARROW_STREAM:
-        data: Any = export.read_arrow_stream(body, svc.settings.max_body_bytes)
+        data: Any = read_arrow_stream(body, svc.settings.max_body_bytes)
         rows = data.num_rows
         if rows == 0:
             raise BadRequestError("the Arrow IPC stream has no rows")
@@ -66,7 +67,7 @@ async def ingest(view: str, request: Request) -> Response:
     Returns {"seq", "rows"} once the batch is fsynced and visible online and offline.
     """
     svc = _service(request)
-    if view not in svc.catalog.views:
+    if view not in svc.snapshot.definitions.feature_views:
         raise UnknownViewError(view)
     kind = media_type(request)
     if kind not in (ARROW_STREAM, "application/json", ""):
@@ -77,12 +78,14 @@ async def ingest(view: str, request: Request) -> Response:
     return json_response(await svc.run_write(_ingest, svc, view, body, kind))
 
 
-def _parse_export(svc: StoreService, request_kind: str, body: bytes, params: dict, accept: str):
+def _parse_export(
+    svc: StoreService, request_kind: str, body: bytes, params: dict[str, Any], accept: str
+) -> export.ExportRequest:
     if request_kind == ARROW_STREAM:
         return export.parse_arrow_request(
-            body, params, accept, svc.catalog, svc.settings.max_body_bytes
+            body, params, accept, svc.snapshot, svc.settings.max_body_bytes
         )
-    return export.parse_json_request(parse_json(body), accept, svc.catalog, svc.settings.root)
+    return export.parse_json_request(parse_json(body), accept, svc.snapshot, svc.settings.root)
 
 
 def _export(svc: StoreService, req: export.ExportRequest) -> dict[str, Any]:
@@ -141,7 +144,7 @@ def _apply(svc: StoreService, body: bytes, is_yaml: bool) -> Any:
     """Blocking: parse (PyYAML is pure Python: seconds for a large body) and apply."""
     definitions = parse_yaml(body) if is_yaml else parse_json(body)
     changes = svc.store.apply(require_object(definitions, "the definitions"))
-    svc.refresh_catalog()
+    svc.refresh_definitions()
     return changes
 
 
@@ -195,8 +198,5 @@ async def compact(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     """Prometheus text: requests and latency per endpoint, store counters, index statistics."""
     svc = _service(request)
-    lines = request.app.state.request_metrics.render()
-    if svc.is_open:
-        lines += render_store_stats(await svc.run_read(lambda: svc.store.stats()))
-    lines.append(f"rickhouse_up {1 if svc.is_open else 0}")
-    return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4; charset=utf-8")
+    content = await svc.run_read(render, request.app.state.metrics_registry)
+    return Response(content, media_type=CONTENT_TYPE)

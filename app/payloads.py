@@ -1,24 +1,24 @@
-"""Parsing and checking of request payloads, without pydantic: the hot path stays orjson + dicts.
+"""The wire shape of JSON and YAML request payloads, without pydantic: orjson + dicts.
 
-Every function either returns arguments ready for one FeatureStore call or raises
-`BadRequestError` / `NotFoundApiError` with a message naming the field, key or row. Pure
-functions of their inputs; safe from any thread.
+What is checked here is the shape only: JSON objects, lists of one equal length, names that are
+strings, flags that are booleans, "view:feature" strings; a violation is a `BadRequestError`
+(422) naming the field. What the values mean (which views, features and services exist, the
+types of entity keys and columns, nulls, timestamps) is checked once, by the FeatureStore call
+that receives them, whose errors app/errors.py maps to HTTP. Pure functions; safe from any thread.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import orjson
 import yaml
 
-from app.catalog import Catalog
-from app.errors import BadRequestError, NotFoundApiError
+from app.errors import BadRequestError
+from store.definitions import Definitions
 
 PUSH_TARGETS = ("online", "offline", "online_and_offline")
-_INT_RE = re.compile(r"^[+-]?\d{1,19}$")
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 # Definitions are hundreds of values. YAML aliases share one object among many places, so a
 # body of a few hundred bytes can stand for 10**9 values (or a cycle); anything that walks or
 # prints it (a message naming the bad value) would take the process down with it.
@@ -93,55 +93,30 @@ def check_columns(columns: Any, what: str) -> int:
     return rows
 
 
-def coerce_keys(entities: dict[str, list], catalog: Catalog) -> dict[str, list]:
-    """Converts entity key values to their entity's type, as Feast clients send either form.
+def key_dtypes(defs: Definitions) -> dict[str, str]:
+    """{join key: "int64" | "string"} of every entity of `defs`."""
+    return {key: e.dtype for e in defs.entities.values() for key in e.join_keys}
 
-    int64 keys accept JSON integers and decimal strings ("1001"); string keys accept strings and
-    integers. Anything else (bool, float, null, object) is refused naming the key and row.
-    Unknown join keys pass through; the store names them.
+
+def wire_keys(entities: dict[str, list], dtypes: Mapping[str, str]) -> dict[str, list]:
+    """Feast's wire form of string keys: JSON integers become their decimal text, as Feast
+    clients send a string key either way. Every other value is left for the store's one check
+    of entity keys (`store.entities.parse_entities`), which names the key and row it refuses.
+
+    dtypes: {join key: dtype}, see `key_dtypes`. Returns `entities`, or a copy when converted.
     """
-    out: dict[str, list] = {}
+    out = entities
     for key, values in entities.items():
-        dtype = catalog.key_dtypes.get(key)
-        if dtype == "int64":
-            if set(map(type, values)) != {int}:  # C-level type scan; bool is not an int key
-                values = [_to_int(key, i, v) for i, v in enumerate(values)]
-            if values and not (_INT64_MIN <= min(values) and max(values) <= _INT64_MAX):
-                for i, v in enumerate(values):  # name the first row out of range
-                    if not _INT64_MIN <= v <= _INT64_MAX:
-                        raise BadRequestError(
-                            f"entity key {key!r} row {i}: {v} does not fit in int64"
-                        )
-        elif dtype == "string":
-            if set(map(type, values)) != {str}:
-                values = [_to_str(key, i, v) for i, v in enumerate(values)]
-        out[key] = values
+        if dtypes.get(key) == "string" and set(map(type, values)) != {str}:
+            if out is entities:
+                out = dict(entities)
+            out[key] = [str(v) if type(v) is int else v for v in values]
     return out
 
 
-def _to_int(key: str, row: int, v: Any) -> int:
-    if type(v) is int:
-        return v
-    if type(v) is str and _INT_RE.match(v):
-        return int(v)
-    raise BadRequestError(
-        f"entity key {key!r} row {row}: {v!r} is not an int64 (send a JSON integer or a decimal string)"
-    )
-
-
-def _to_str(key: str, row: int, v: Any) -> str:
-    if type(v) is str:
-        return v
-    if type(v) is int:
-        return str(v)
-    raise BadRequestError(f"entity key {key!r} row {row}: {v!r} is not a string")
-
-
-def parse_features(obj: dict[str, Any], catalog: Catalog) -> tuple[list[str] | str, list[str]]:
-    """`features` (list of "view:feature") or `feature_service` (name).
-
-    Returns (what to pass to the store, the refs it stands for when known).
-    """
+def parse_features(obj: dict[str, Any]) -> list[str] | str:
+    """`features` (list of "view:feature") or `feature_service` (name), as the store takes them;
+    whether they exist is the store's to say (404 naming the view, feature or service)."""
     features = obj.get("features")
     service = obj.get("feature_service")
     if features is not None and service is not None:
@@ -151,7 +126,7 @@ def parse_features(obj: dict[str, Any], catalog: Catalog) -> tuple[list[str] | s
             raise BadRequestError(
                 f"'feature_service' must be a non-empty string, got {_kind(service)}"
             )
-        return service, list(catalog.services.get(service, ()))
+        return service
     if features is None:
         raise BadRequestError(
             "missing 'features' (a list of \"view:feature\") or 'feature_service'"
@@ -168,18 +143,7 @@ def parse_features(obj: dict[str, Any], catalog: Catalog) -> tuple[list[str] | s
             or ref.endswith(":")
         ):
             raise BadRequestError(f"'features'[{i}] = {ref!r} is not a \"view:feature\" reference")
-    return features, features
-
-
-def check_refs(refs: list[str], catalog: Catalog) -> None:
-    """Every ref names an applied view and feature (404 naming the first that does not)."""
-    for ref in refs:
-        view, feature = ref.split(":", 1)
-        info = catalog.views.get(view)
-        if info is None:
-            raise NotFoundApiError(f"unknown feature view {view!r} in {ref!r}")
-        if feature not in info.features:
-            raise NotFoundApiError(f"feature view {view!r} has no feature {feature!r}")
+    return features
 
 
 def parse_flag(obj: dict[str, Any], name: str, default: bool = False) -> bool:
@@ -202,26 +166,25 @@ def parse_name(obj: dict[str, Any], name: str) -> str:
 
 class OnlineRequest(NamedTuple):
     features: list[str] | str  # refs, or a feature service name
-    entities: dict[str, list]
+    entities: dict[str, list]  # {join key: values}, string keys in wire_keys form
     full_feature_names: bool
     include_metadata: bool
-    refs: list[str]  # the refs `features` stands for (empty for an unknown service)
 
 
-def parse_online_request(body: bytes, catalog: Catalog) -> OnlineRequest:
-    """POST /get-online-features body -> the arguments of one batched store call."""
+def parse_online_request(body: bytes, dtypes: Mapping[str, str]) -> OnlineRequest:
+    """POST /get-online-features body -> the arguments of one batched store call.
+
+    dtypes: {join key: dtype} of the applied definitions (`key_dtypes`)."""
     obj = require_object(parse_json(body))
     if "entities" not in obj:
         raise BadRequestError("missing 'entities' (columnar: {join_key: [values, ...]})")
     entities = obj["entities"]
     check_columns(entities, "'entities'")
-    features, refs = parse_features(obj, catalog)
     return OnlineRequest(
-        features,
-        coerce_keys(entities, catalog),
+        parse_features(obj),
+        wire_keys(entities, dtypes),
         parse_flag(obj, "full_feature_names"),
         parse_flag(obj, "include_feature_view_version_metadata"),
-        refs,
     )
 
 

@@ -18,7 +18,7 @@ from app import feast_api, native_api
 from app.auth import BearerAuthMiddleware
 from app.errors import install_error_handlers
 from app.fast_path import OnlineFastPath
-from app.metrics import MetricsMiddleware, RequestMetrics
+from app.metrics import MetricsMiddleware, RequestMetrics, app_registry
 from app.service import StoreService
 from app.settings import Settings
 from store import FeatureStore
@@ -56,6 +56,8 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
     )
     app.state.service = service
     app.state.request_metrics = RequestMetrics()
+    # one registry per app: request metrics, and the store's figures read at scrape time
+    app.state.metrics_registry = app_registry(app.state.request_metrics, service.stats_or_none)
     install_error_handlers(app)
     app.include_router(feast_api.router)
     app.include_router(native_api.router)

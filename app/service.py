@@ -1,5 +1,9 @@
 """The open FeatureStore of a server process, its thread pools and its definitions snapshot.
 
+The snapshot (`definitions`, parsed by `store.Definitions`, and the join key dtypes derived from
+it) is replaced whole, in one reference assignment, after open and after every apply; handlers
+read whichever snapshot is current, without locks.
+
 Blocking store calls never run on the event loop: online lookups go to a small read pool, and
 ingests, exports, audits and compactions to a separate write pool, so heavy work can never take
 the threads that online lookups need. The store itself is thread-safe (INTERNAL_API.md).
@@ -9,7 +13,9 @@ higher nice value (settings.background_idle, settings.background_nice).
 
 Opening: `open()` tries once; if another process holds the writer lock, the service stays
 unavailable (503 everywhere, /health included) and retries in the background until it gets the
-lock. Any other failure to open propagates: a damaged store must not pretend to serve.
+lock. A damaged file (`store.CorruptionError`) leaves the service unavailable for good: 503
+everywhere, /health included, with the message naming the file and what to do (retrying cannot
+repair it; an operator restarts after the repair). Any other failure to open propagates.
 """
 
 from __future__ import annotations
@@ -20,13 +26,13 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
-from app.catalog import Catalog
 from app.errors import UnavailableError
+from app.payloads import key_dtypes
 from app.settings import Settings
-from store import FeatureStore
-from store.errors import WriterLockedError
+from store import Definitions, FeatureStore
+from store.errors import CorruptionError, WriterLockedError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -54,15 +60,24 @@ def lower_thread_priority(nice: int, idle: bool = False) -> None:
         log.warning("cannot lower the priority of background threads: %s", exc)
 
 
+class DefinitionsSnapshot(NamedTuple):
+    """The applied definitions as request handling reads them. Immutable."""
+
+    definitions: Definitions
+    key_dtypes: dict[str, str]  # join key -> "int64" | "string" (payloads.key_dtypes)
+
+
 class StoreService:
     """Owns (or borrows) one FeatureStore; see the module docstring for threading."""
 
     def __init__(self, settings: Settings, store: FeatureStore | None = None) -> None:
         self.settings = settings
-        self._store = store
+        # Opening serializes on _lock; readers take these references without it (each is
+        # replaced whole, in one assignment).
+        self._store = store  # GUARDED_BY(_lock) for writes
         self._owns_store = store is None
         self.unavailable_reason: str | None = None if store is not None else "store not open yet"
-        self.catalog = Catalog()
+        self._snapshot = DefinitionsSnapshot(Definitions(), {})  # replaced by refresh_definitions
         self.read_pool = ThreadPoolExecutor(settings.read_threads, thread_name_prefix="rh-read")
         self.write_pool = ThreadPoolExecutor(
             settings.write_threads,
@@ -73,7 +88,7 @@ class StoreService:
         self._retry_task: asyncio.Task[None] | None = None
         self._lock = threading.Lock()
         if store is not None:
-            self.refresh_catalog()
+            self.refresh_definitions()
 
     @property
     def store(self) -> FeatureStore:
@@ -84,12 +99,26 @@ class StoreService:
         return store
 
     @property
+    def snapshot(self) -> DefinitionsSnapshot:
+        """The current definitions snapshot, or 503 naming why the store is not open (the
+        snapshot of a store that is not open would make every name look unknown)."""
+        if self._store is None:
+            raise UnavailableError(f"the store is not available: {self.unavailable_reason}")
+        return self._snapshot
+
+    @property
     def is_open(self) -> bool:
         return self._store is not None
 
-    def refresh_catalog(self) -> None:
+    def stats_or_none(self) -> dict[str, Any] | None:
+        """`FeatureStore.stats()`, or None while the store is not open (blocking)."""
+        store = self._store
+        return None if store is None else store.stats()
+
+    def refresh_definitions(self) -> None:
         """Re-read the definitions (after open and after every apply)."""
-        self.catalog = Catalog.from_definitions(self.store.definitions())
+        defs = Definitions.from_dict(self.store.definitions())
+        self._snapshot = DefinitionsSnapshot(defs, key_dtypes(defs))
 
     def _open_blocking(self) -> None:
         with self._lock:
@@ -102,7 +131,7 @@ class StoreService:
             )
             self._store = store
             self.unavailable_reason = None
-            self.refresh_catalog()
+            self.refresh_definitions()
             log.info("store open at %s (last seq %s)", self.settings.root, store.last_seq)
 
     async def open(self) -> None:
@@ -115,6 +144,9 @@ class StoreService:
             self.unavailable_reason = str(exc)
             log.error("%s; serving 503 and retrying every %.0f s", exc, RETRY_OPEN_S)
             self._retry_task = asyncio.create_task(self._retry_open())
+        except CorruptionError as exc:
+            self.unavailable_reason = str(exc)
+            log.error("cannot open the store: %s; serving 503", exc)
 
     async def _retry_open(self) -> None:
         while self._store is None:
@@ -123,6 +155,10 @@ class StoreService:
                 await self.run_write(self._open_blocking)
             except WriterLockedError as exc:
                 self.unavailable_reason = str(exc)
+            except CorruptionError as exc:
+                self.unavailable_reason = str(exc)
+                log.error("cannot open the store: %s; serving 503", exc)
+                return
 
     async def close(self) -> None:
         if self._retry_task is not None:

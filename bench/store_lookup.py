@@ -31,6 +31,7 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from app.feast_json import feast_json  # noqa: E402  (the server's wire JSON)
 from store import FeatureStore  # noqa: E402
 from store.keys import int_to_key  # noqa: E402
 
@@ -178,9 +179,9 @@ def main() -> None:
             "rickhouse + to_dict()": lambda r: fs.get_online_features(
                 REFS, {"user_id": r}
             ).to_dict(),
-            "rickhouse + to_feast_json()": lambda r: fs.get_online_features(
-                REFS, {"user_id": r}
-            ).to_feast_json(),
+            "rickhouse + to_feast_json()": lambda r: feast_json(
+                fs.get_online_features(REFS, {"user_id": r})
+            ),
             "engine floor: get_many + values/valid": floor,
             "RocksDB multi_get + decode": lambda r: rocks_get(np.asarray(r, dtype=np.int64)),
         }

@@ -14,7 +14,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from app.cli import cli, example_requests
+from app.cli import cli
+from app.demo.run import example_requests
 from tests.app.conftest import DEFS
 
 runner = CliRunner()

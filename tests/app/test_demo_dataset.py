@@ -4,11 +4,11 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from app.catalog import Catalog
 from app.demo import DEFINITIONS_PATH, generate, plan
-from app.tables import SCALAR_TYPES
+from store import Definitions
+from store.dtypes import SCALAR_TYPES
 
-CAT = Catalog.from_definitions(yaml.safe_load(DEFINITIONS_PATH.read_text()))
+DEFS = Definitions.from_dict(yaml.safe_load(DEFINITIONS_PATH.read_text()))
 
 
 def _collect(rows: int, seed: int) -> dict[str, pa.Table]:
@@ -33,9 +33,10 @@ def test_rows_are_split_over_the_three_views() -> None:
 @pytest.mark.parametrize("view", ["user_profile", "item_stats", "user_item"])
 def test_columns_match_the_view_definition(view: str) -> None:
     table = _collect(2000, 3)[view]
-    info = CAT.views[view]
-    assert table.column_names == [*info.join_keys, "event_timestamp", *info.features]
-    for name, dtype in info.features.items():
+    info = DEFS.feature_views[view]
+    features = {f.name: f.dtype for f in info.features}
+    assert table.column_names == [*info.join_keys, "event_timestamp", *features]
+    for name, dtype in features.items():
         t = table.schema.field(name).type
         if dtype in SCALAR_TYPES:
             assert t == SCALAR_TYPES[dtype], name

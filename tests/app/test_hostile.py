@@ -509,7 +509,7 @@ CASES = [
             "headers": {"Content-Type": ARROW},
         },
         422,
-        "repeat column 'user_id'",
+        "repeats column 'user_id'",
     ),
     (
         "post",
@@ -785,7 +785,7 @@ def _statuses(client: TestClient, status: int) -> int:
     """How many requests /metrics counts with `status`."""
     lines = client.get("/metrics").text.splitlines()
     return sum(
-        int(line.rsplit(" ", 1)[1])
+        int(float(line.rsplit(" ", 1)[1]))
         for line in lines
         if line.startswith("rickhouse_http_requests_total") and f'status="{status}"' in line
     )

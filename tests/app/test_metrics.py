@@ -1,8 +1,14 @@
-"""app/metrics.py: Prometheus text exposition of request metrics and store statistics."""
+"""app/metrics.py: Prometheus text exposition of request metrics and store statistics
+(prometheus_client writes values as floats: a count of 6 reads "6.0"; labels sorted by name)."""
 
 import re
+from collections.abc import Iterator
 
-from app.metrics import BUCKETS, RequestMetrics, render_store_stats
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
+
+from app.metrics import BUCKETS, RequestMetrics, StoreStatsCollector, store_stats_families
 
 LINE = re.compile(r'^[a-z_][a-z0-9_]*(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? -?[0-9.e+Inf-]+$')
 
@@ -31,11 +37,12 @@ def test_histogram_is_cumulative_and_counts_every_request() -> None:
     types = _check_exposition(lines)
     assert types["rickhouse_http_request_duration_seconds"] == "histogram"
     buckets = [ln for ln in lines if "_bucket" in ln]
-    values = [int(ln.rsplit(" ", 1)[1]) for ln in buckets]
+    values = [float(ln.rsplit(" ", 1)[1]) for ln in buckets]
     assert values == sorted(values) and values[-1] == 6 and len(buckets) == len(BUCKETS) + 1
     assert 'status="422"} 1' in "\n".join(lines)
     assert (
-        'rickhouse_http_request_duration_seconds_count{endpoint="/get-online-features"} 6' in lines
+        'rickhouse_http_request_duration_seconds_count{endpoint="/get-online-features"} 6.0'
+        in lines
     )
 
 
@@ -68,19 +75,55 @@ def test_store_statistics_become_labelled_samples() -> None:
         "offline": {"v": {"files": 2, "bytes": 300, "buffer_rows": 4, "durable_seq": 11}},
     }
     lines = render_store_stats(stats)
-    _check_exposition(lines)
+    types = _check_exposition(lines)
+    assert types["rickhouse_ingested_rows_total"] == "counter"
+    assert types["rickhouse_level_lookups_negative_total"] == "counter"
+    assert types["rickhouse_commit_log_bytes"] == "gauge"
     text = "\n".join(lines)
     for sample in (
         "rickhouse_ingested_rows_total 100",
         "rickhouse_commit_log_bytes 4096",
         'rickhouse_compactions_total{view="v"} 4',
-        'rickhouse_level_plr_segments{view="v",level="0"} 3',
-        'rickhouse_level_lookups_negative_total{view="v",level="0"} 6',
-        'rickhouse_learned_index_decisions{view="v",decision="learned"} 2',
+        'rickhouse_level_plr_segments{level="0",view="v"} 3',
+        'rickhouse_level_lookups_negative_total{level="0",view="v"} 6',
+        'rickhouse_learned_index_decisions{decision="learned",view="v"} 2',
+        'rickhouse_level_index_modes{level="0",mode="learned",view="v"} 1',
         'rickhouse_offline_files{view="v"} 2',
     ):
         assert sample in text, sample
 
 
 def test_absent_statistics_are_skipped_not_invented() -> None:
+    assert store_stats_families({}) == []
     assert render_store_stats({}) == []
+
+
+def test_store_collector_reports_up_and_reads_stats_at_scrape_time() -> None:
+    calls: list[int] = []
+
+    def stats() -> dict | None:
+        calls.append(1)
+        return {"last_seq": 3} if len(calls) > 1 else None
+
+    registry = CollectorRegistry()
+    registry.register(StoreStatsCollector(stats))
+    calls.clear()
+    first = generate_latest(registry).decode()
+    assert "rickhouse_up 0.0" in first and "rickhouse_last_seq" not in first
+    second = generate_latest(registry).decode()
+    assert "rickhouse_up 1.0" in second and "rickhouse_last_seq 3.0" in second
+
+
+class _Fixed(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)
+
+
+def render_store_stats(stats: dict) -> list[str]:
+    """The exposition lines of the store's families alone."""
+    registry = CollectorRegistry()
+    registry.register(_Fixed(store_stats_families(stats)))
+    return generate_latest(registry).decode().splitlines()
