@@ -3,11 +3,12 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Feast's own SDK, for tests/app/test_feast_client.py: a venv of its own, so that its pins never
+# Feast's own SDK (with its DuckDB offline store), for tests/app/test_feast_client.py and the
+# side-by-side export benchmark: a venv of its own, so that its pins never
 # touch the project's dependencies.
 FEAST_VENV := .venv-feast
 FEAST_VERSION := 0.67
-FEAST_STAMP := $(FEAST_VENV)/.installed-$(FEAST_VERSION)
+FEAST_STAMP := $(FEAST_VENV)/.installed-$(FEAST_VERSION)-duckdb
 
 .PHONY: install feast-venv test lint bench bench-quick run clean
 
@@ -23,11 +24,14 @@ feast-venv: $(FEAST_STAMP)
 
 $(FEAST_STAMP):
 	test -x $(FEAST_VENV)/bin/python || $(PY) -m venv $(FEAST_VENV)
-	$(FEAST_VENV)/bin/python -m pip install -q 'feast==$(FEAST_VERSION).*'
+	$(FEAST_VENV)/bin/python -m pip install -q 'feast[duckdb]==$(FEAST_VERSION).*'
 	touch $(FEAST_STAMP)
 
+# The style, checked by the tools (STYLE.md): lint, formatting, and types of the packages.
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy app cluster store offline online
 
 test: install feast-venv lint
 	$(BIN)/python -m pytest -q -x -p no:cacheprovider

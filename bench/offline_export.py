@@ -78,6 +78,8 @@ def make_features(n: int, entities: int, days: int, seed: int = 1) -> pa.Table:
     keys = np.concatenate([keys, keys[dup]])
     ets = np.concatenate([ets, ets[dup]])
     created = np.concatenate([created, created[dup] + 1_000_000_000])
+    # microsecond timestamps: Feast (compared in the same run) holds no finer ones
+    ets, created = ets // 1000 * 1000, created // 1000 * 1000
     cols = {
         "user_id": pa.array(keys),
         "event_timestamp": pa.array(ets, TS),
@@ -98,6 +100,7 @@ def make_entities(n: int, entities: int, days: int, seed: int = 2) -> pa.Table:
     rng = np.random.default_rng(seed)
     keys = rng.integers(0, int(entities * 1.05), n)  # ~5% unknown keys
     ts = T0 + rng.integers(-DAY, days * DAY, n)  # some before any feature row
+    ts = ts // 1000 * 1000  # microseconds, as Feast's entity_df
     return pa.table(
         {
             "user_id": pa.array(keys),

@@ -308,8 +308,11 @@ def ingest(
     for seq, (kk, ev, b) in enumerate(batches, start=1):
         tree.write(seq, kk, ev, ev, b)
     elapsed = time.perf_counter() - t0
-    cpu = {"writer_cpu_s": time.thread_time() - c0, "process_cpu_s": time.process_time() - p0,
-           "wall_s": elapsed}  # fmt: skip
+    cpu = {
+        "writer_cpu_s": time.thread_time() - c0,
+        "process_cpu_s": time.process_time() - p0,
+        "wall_s": elapsed,
+    }
     tree.flush()  # the state ingest left (L0 files, levels) is the multi-level state
     st = tree.stats()
     st["cpu"] = cpu
@@ -339,11 +342,24 @@ def main() -> None:
         print(json.dumps(r, default=float), flush=True)
 
     mem = psutil.virtual_memory().total / 2**30
-    print(json.dumps({"machine": {"cpus": os.cpu_count(), "mem_gib": round(mem, 1),
-                                  "python": platform.python_version(),
-                                  "platform": platform.platform()},
-                      "n": args.n, "dists": args.dists, "batch": BATCH, "reps": args.reps,
-                      "features": f"{NFEAT} x float32"}), flush=True)  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "mem_gib": round(mem, 1),
+                    "python": platform.python_version(),
+                    "platform": platform.platform(),
+                },
+                "n": args.n,
+                "dists": args.dists,
+                "batch": BATCH,
+                "reps": args.reps,
+                "features": f"{NFEAT} x float32",
+            }
+        ),
+        flush=True,
+    )
     summary = {}
     try:
         for n in args.n:
@@ -354,11 +370,21 @@ def main() -> None:
                 path = root / f"{dist}-{n}"
                 rate, st = ingest(path, keys, vals, rng)
                 cpu = st["cpu"]
-                emit({"system": "engine-ingest", "n": n, "dist": dist, "rows_per_s": rate,
-                      "rows_per_writer_cpu_s": n / cpu["writer_cpu_s"],
-                      "rows_per_process_cpu_s": n / cpu["process_cpu_s"], **cpu,
-                      "batch": INGEST_BATCH, "levels": [lv["sstables"] for lv in st["levels"]],
-                      "compactions": st["compactions"], "flushes": st["flushes"]})  # fmt: skip
+                emit(
+                    {
+                        "system": "engine-ingest",
+                        "n": n,
+                        "dist": dist,
+                        "rows_per_s": rate,
+                        "rows_per_writer_cpu_s": n / cpu["writer_cpu_s"],
+                        "rows_per_process_cpu_s": n / cpu["process_cpu_s"],
+                        **cpu,
+                        "batch": INGEST_BATCH,
+                        "levels": [lv["sstables"] for lv in st["levels"]],
+                        "compactions": st["compactions"],
+                        "flushes": st["flushes"],
+                    }
+                )
                 hit = lookup_batches(keys, args.reps + 1, 0.0, rng)
                 miss = lookup_batches(keys, args.reps + 1, 0.1, rng)
                 base = {"n": n, "dist": dist}
@@ -368,31 +394,48 @@ def main() -> None:
 
                 t_wait = 0.2
                 measure_state(path, "multi-level", hit, miss, emit_d, t_wait, False)
-                tree = LSMTree(path, FIELDS, TreeOptions(index="block", background=False,
-                                                         **TREE_OPTS))  # fmt: skip
+                tree = LSMTree(
+                    path, FIELDS, TreeOptions(index="block", background=False, **TREE_OPTS)
+                )
                 tree.compact(full=True)
                 tree.close()
                 sorted_keys = np.unique(keys)
                 for fit in PLR_FITS:  # both fits over the compacted run: model size, build time
                     m = PLRModel(sorted_keys, TreeOptions().delta, fit=fit)
-                    emit_d({"system": "plr-fit", "fit": fit, "segments": m.segments,
+                    emit_d(
+                        {
+                            "system": "plr-fit",
+                            "fit": fit,
+                            "segments": m.segments,
                             "model_bytes_per_key": m.nbytes / n,
-                            "build_ns_per_key": m.build_ns / n})  # fmt: skip
+                            "build_ns_per_key": m.build_ns / n,
+                        }
+                    )
                 del sorted_keys
-                full = measure_state(path, "compacted", hit, miss, emit_d, t_wait,
-                                     not args.no_baselines)  # fmt: skip
+                full = measure_state(
+                    path, "compacted", hit, miss, emit_d, t_wait, not args.no_baselines
+                )
                 if dist == "uniform":  # ingest again with the default TreeOptions
                     for ooo in (False, True):
                         shutil.rmtree(path)
                         rate, st = ingest(path, keys, vals, rng, opts={}, out_of_order=ooo)
                         cpu = st["cpu"]
                         name = "engine-ingest-default-options" + ("-out-of-order" if ooo else "")
-                        emit({"system": name, "n": n, "dist": dist,
-                              "rows_per_s": rate, "rows_per_writer_cpu_s": n / cpu["writer_cpu_s"],
-                              "rows_per_process_cpu_s": n / cpu["process_cpu_s"], **cpu,
-                              "batch": INGEST_BATCH,
-                              "levels": [lv["sstables"] for lv in st["levels"]],
-                              "compactions": st["compactions"], "flushes": st["flushes"]})  # fmt: skip
+                        emit(
+                            {
+                                "system": name,
+                                "n": n,
+                                "dist": dist,
+                                "rows_per_s": rate,
+                                "rows_per_writer_cpu_s": n / cpu["writer_cpu_s"],
+                                "rows_per_process_cpu_s": n / cpu["process_cpu_s"],
+                                **cpu,
+                                "batch": INGEST_BATCH,
+                                "levels": [lv["sstables"] for lv in st["levels"]],
+                                "compactions": st["compactions"],
+                                "flushes": st["flushes"],
+                            }
+                        )
                 if not args.no_baselines:
                     if dist == "uniform":
                         rocks = rocks_baseline(root, keys, vals, hit, emit_d)
@@ -416,17 +459,21 @@ def main() -> None:
 def print_table(results: list[dict]) -> None:
     rows = [r for r in results if "ns_per_key" in r]
     print()
-    hdr = f"{'N':>9} {'dist':<16} {'state':<11} {'variant':<12} {'system':<20} " \
-          f"{'ns/key':>8} {'min-max':>15} {'idx B/key':>9} {'build ns/key':>12}"  # fmt: skip
+    hdr = (
+        f"{'N':>9} {'dist':<16} {'state':<11} {'variant':<12} {'system':<20} "
+        f"{'ns/key':>8} {'min-max':>15} {'idx B/key':>9} {'build ns/key':>12}"
+    )
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
         ib = r.get("model_bytes_per_key", r.get("fence_bytes_per_key"))
         bn = r.get("build_ns_per_key", r.get("block_build_ns_per_key"))
-        print(f"{r['n']:>9} {r['dist']:<16} {r['state']:<11} {r['variant']:<12} "
-              f"{r['system']:<20} {r['ns_per_key']:>8.0f} "
-              f"{r['min']:>7.0f}-{r['max']:<7.0f} {ib if ib is not None else float('nan'):>9.3f} "
-              f"{bn if bn is not None else float('nan'):>12.1f}")  # fmt: skip
+        print(
+            f"{r['n']:>9} {r['dist']:<16} {r['state']:<11} {r['variant']:<12} "
+            f"{r['system']:<20} {r['ns_per_key']:>8.0f} "
+            f"{r['min']:>7.0f}-{r['max']:<7.0f} {ib if ib is not None else float('nan'):>9.3f} "
+            f"{bn if bn is not None else float('nan'):>12.1f}"
+        )
     print()
     print("ratios (block ns / learned ns; auto ns / learned ns):")
     by = {(r["n"], r["dist"], r["state"], r["variant"], r["system"]): r for r in rows}
@@ -436,19 +483,25 @@ def print_table(results: list[dict]) -> None:
         b = by.get((n, dist, state, variant, "engine-block"))
         a = by.get((n, dist, state, variant, "engine-auto"))
         if b and a:
-            print(f"  {n:>9} {dist:<16} {state:<11} {variant:<12} learned vs block "
-                  f"{b['ns_per_key'] / r['ns_per_key']:.2f}x  auto/learned "
-                  f"{a['ns_per_key'] / r['ns_per_key']:.2f}")  # fmt: skip
+            print(
+                f"  {n:>9} {dist:<16} {state:<11} {variant:<12} learned vs block "
+                f"{b['ns_per_key'] / r['ns_per_key']:.2f}x  auto/learned "
+                f"{a['ns_per_key'] / r['ns_per_key']:.2f}"
+            )
     for r in results:
         if r.get("system", "").startswith("engine-ingest"):
-            print(f"  {r['system']} {r['n']:>9} {r['dist']:<16} {r['rows_per_s'] / 1e6:.2f} M rows/s wall "
-                  f"({r['rows_per_writer_cpu_s'] / 1e6:.2f} M per writer-CPU s, "
-                  f"{r['rows_per_process_cpu_s'] / 1e6:.2f} M per process-CPU s; 10k batches), "
-                  f"levels after ingest {r['levels']}")  # fmt: skip
+            print(
+                f"  {r['system']} {r['n']:>9} {r['dist']:<16} {r['rows_per_s'] / 1e6:.2f} M rows/s wall "
+                f"({r['rows_per_writer_cpu_s'] / 1e6:.2f} M per writer-CPU s, "
+                f"{r['rows_per_process_cpu_s'] / 1e6:.2f} M per process-CPU s; 10k batches), "
+                f"levels after ingest {r['levels']}"
+            )
     for r in results:
         if r.get("system") == "plr-fit":
-            print(f"  plr fit {r['fit']:<8} {r['n']:>9} {r['dist']:<16} {r['segments']:>9,} segments "
-                  f"{r['model_bytes_per_key']:.3f} B/key, build {r['build_ns_per_key']:.1f} ns/key")  # fmt: skip
+            print(
+                f"  plr fit {r['fit']:<8} {r['n']:>9} {r['dist']:<16} {r['segments']:>9,} segments "
+                f"{r['model_bytes_per_key']:.3f} B/key, build {r['build_ns_per_key']:.1f} ns/key"
+            )
 
 
 if __name__ == "__main__":
