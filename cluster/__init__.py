@@ -27,12 +27,16 @@ from cluster.partitioning import (
     view_routing,
 )
 from cluster.producer import ProducerOptions, TransactionalProducer
-from cluster.record import CONTROL, DATA, LogRecord, Slice
+from cluster.record import COMMIT, CONTROL, DATA, LogRecord, Slice
+from cluster.router import NoReplicaError, Router, RouterOptions
 from cluster.topic import ensure_topic, topic_partitions
+from cluster.writer import BatchWriter
 
 __all__ = [
+    "COMMIT",
     "CONTROL",
     "DATA",
+    "BatchWriter",
     "BrokerError",
     "ClusterConfig",
     "ClusterConfigError",
@@ -42,11 +46,14 @@ __all__ = [
     "FencedError",
     "KafkaConfig",
     "LogRecord",
+    "NoReplicaError",
     "NodeConfig",
     "PartitionConsumer",
     "ProduceError",
     "ProducerOptions",
+    "Router",
     "RouterConfig",
+    "RouterOptions",
     "Routing",
     "RoutingError",
     "Slice",

@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from cluster.errors import ConsumeError
 from cluster.record import LogRecord
@@ -104,6 +104,29 @@ class PartitionConsumer:
                     f"(positions {self.positions})"
                 )
             out += self.poll(min(left, 0.5))
+
+    def log_ends(self, timeout_s: float = 2.0) -> dict[int, int]:
+        """{partition: the log end offset (high watermark)}, asked of the broker now.
+
+        An upper bound for lag: transaction markers (and, on brokers that deliver them, aborted
+        records) take offsets no reader receives. Raises ConsumeError if the broker does not
+        answer within timeout_s."""
+        out: dict[int, int] = {}
+        for p in self.positions:
+            try:
+                _, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, p), timeout=timeout_s, cached=False
+                )
+            except KafkaException as e:
+                raise ConsumeError(f"partition {p}: log end unknown: {e.args[0].str()}") from e
+            out[p] = int(high)
+        return out
+
+    def fetch_positions(self) -> dict[int, int]:
+        """{partition: librdkafka's next fetch offset}: past transaction markers it has read,
+        unlike `positions` (past the last record returned). -1001 (invalid) before any fetch."""
+        tps = self._consumer.position([TopicPartition(self.topic, p) for p in self.positions])
+        return {tp.partition: tp.offset for tp in tps}
 
     def close(self) -> None:
         """Leave without committing anything; idempotent."""

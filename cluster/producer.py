@@ -1,4 +1,4 @@
-"""The router's writer: a batch's per-partition slices produced in one Kafka transaction.
+"""The transactional Kafka producer: a batch's per-partition slices in one Kafka transaction.
 
 `TransactionalProducer.produce(slices)` encodes every slice (Arrow IPC, chunked under the record
 limit) before the transaction begins, so a refused batch writes nothing; then produces every
@@ -132,7 +132,7 @@ class TransactionalProducer:
             self._producer.flush(self.options.timeout_s)
 
     def _produce_one(self, s: Slice, value: bytes, i: int, n: int, cb: _DeliveryCallback) -> None:
-        headers = headers_of(s.view, s.kind, i, n)
+        headers = headers_of(s.view, s.kind, i, n, s.batch)
         while True:
             try:
                 self._producer.produce(

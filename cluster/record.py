@@ -6,6 +6,9 @@ a control payload. Headers (frozen wire format: nodes of other versions read the
 - `kind`: `data` (an IPC table of rows) or `control` (e.g. a definitions change);
 - `chunk`: `i/n`, present on every record: the slice was cut into n records, this is the i-th
   (0-based). All n are produced in the same transaction, in order, to the same partition.
+- `batch` (optional): `<writer>/<id>`; records with it are applied only when the `commit`
+  record (kind `commit`, empty value) of the same batch reaches their partition
+  (cluster/staging.py). Records without it are applied as they arrive.
 
 `encode_chunks` cuts a table into IPC chunks of at most `max_bytes` each (the broker's message
 limit). Pure functions and frozen values; safe from any thread.
@@ -25,9 +28,11 @@ from cluster.errors import ProduceError
 VIEW = "view"  # header names: wire format, do not change
 KIND = "kind"
 CHUNK = "chunk"
+BATCH = "batch"
 DATA = "data"  # `kind` values
 CONTROL = "control"
-Kind = Literal["data", "control"]
+COMMIT = "commit"
+Kind = Literal["data", "control", "commit"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class Slice:
     view: str
     kind: Kind
     payload: pa.Table | bytes  # a table for kind=data; opaque bytes for kind=control
+    batch: str | None = None  # the `batch` header, see the module docstring
 
 
 @dataclass(frozen=True)
@@ -69,9 +75,16 @@ class LogRecord:
 
 
 def headers_of(
-    view: str, kind: Kind, chunk: int, chunks: int
+    view: str, kind: Kind, chunk: int, chunks: int, batch: str | None = None
 ) -> list[tuple[str, str | bytes | None]]:
-    return [(VIEW, view.encode()), (KIND, kind.encode()), (CHUNK, f"{chunk}/{chunks}".encode())]
+    out: list[tuple[str, str | bytes | None]] = [
+        (VIEW, view.encode()),
+        (KIND, kind.encode()),
+        (CHUNK, f"{chunk}/{chunks}".encode()),
+    ]
+    if batch is not None:
+        out.append((BATCH, batch.encode()))
+    return out
 
 
 def encode_table(table: pa.Table) -> bytes:
