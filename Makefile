@@ -36,6 +36,20 @@ lint: install
 test: install feast-venv lint
 	$(BIN)/python -m pytest -q -x -p no:cacheprovider
 
+# Spark 4.3 reading published offline snapshots (tests/spark): opt-in, not part of `make test`:
+# pyspark is ~0.5 GB and needs Java 17+ (the machine's OpenJDK). It goes into .venv for this
+# target only.
+SPARK_STAMP := $(VENV)/.installed-pyspark-4.3
+.PHONY: test-spark
+
+$(SPARK_STAMP): | $(STAMP)
+	@command -v java >/dev/null || { echo "make test-spark needs Java 17+ (java on PATH)"; exit 1; }
+	$(BIN)/python -m pip install -q 'pyspark>=4.3,<4.4'
+	touch $(SPARK_STAMP)
+
+test-spark: install $(SPARK_STAMP)
+	RICKHOUSE_TEST_SPARK=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/spark
+
 bench: install
 	$(BIN)/python bench/online_lookup.py
 	$(BIN)/python bench/offline_export.py

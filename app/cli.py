@@ -4,6 +4,9 @@ Commands that work on the data open the store in this process, so they need the 
 lock: while `rickhouse serve` runs on a root, use its HTTP API instead (the error says so).
 Heavy imports (the store, numba kernels, uvicorn) happen inside the commands, so `--help` is fast.
 Output goes to the terminal through rich; failures print one clear line and exit non-zero.
+This module holds the typer app, `apply`, `serve` and `demo`, and registers every command in help
+order: the data commands live in app/data_cli.py, the administrative ones in app/admin_cli.py,
+the cluster ones in app/cluster_cli.py, and what they share in app/cli_context.py.
 """
 
 from __future__ import annotations
@@ -13,26 +16,14 @@ import json
 import logging
 import signal
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.table import Table
 
+from app import admin_cli, data_cli
+from app.cli_context import RootOption, _run, console, open_store
 from app.settings import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_ROOT
-
-if TYPE_CHECKING:
-    from store import Definitions, FeatureStore
 
 cli = typer.Typer(
     help="rickhouse: a feature store with a learned-index online store.",
@@ -40,57 +31,6 @@ cli = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
-RootOption = Annotated[
-    Path,
-    typer.Option(
-        "--root", envvar="RICKHOUSE_ROOT", help="Store root directory.", show_default=True
-    ),
-]
-
-
-class CliError(Exception):
-    """A failure to report in one line (exit code 1)."""
-
-
-@contextmanager
-def open_store(root: Path) -> Iterator[FeatureStore]:
-    """The store at `root`, closed on exit; errors become one clear line."""
-    from store import FeatureStore
-    from store.errors import WriterLockedError
-
-    try:
-        fs = FeatureStore(root)
-    except WriterLockedError as exc:
-        raise CliError(
-            f"{exc}\nAnother process (a running `rickhouse serve`?) holds the writer lock of "
-            f"{root}; stop it, or use its HTTP API (curl .../v1/stats, /get-online-features)."
-        ) from None
-    try:
-        yield fs
-    finally:
-        fs.close()
-
-
-def _run(fn: Any) -> Any:
-    """Run a command body, turning expected errors into one red line and exit code 1."""
-    from app.errors import ApiError
-    from app.input_files import FileFormatError
-    from store.errors import StoreError
-
-    try:
-        return fn()
-    except (CliError, StoreError, ApiError, FileFormatError, FileNotFoundError) as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
-
-
-def _definitions(fs: FeatureStore) -> Definitions:
-    from store import Definitions
-
-    return Definitions.from_dict(fs.definitions())
 
 
 @cli.callback()
@@ -104,14 +44,24 @@ def _main(
     )
 
 
-@cli.command()
 def apply(
     file: Annotated[
         Path, typer.Argument(help="Definitions YAML file.", exists=True, dir_okay=False)
     ],
     root: RootOption = Path(DEFAULT_ROOT),
+    cluster: Annotated[
+        Path | None,
+        typer.Option(
+            "--cluster", help="cluster.yaml: apply to the whole cluster through its router."
+        ),
+    ] = None,
 ) -> None:
     """Apply feature definitions (entities, feature views, services, push sources)."""
+    if cluster is not None:
+        from app.cluster_cli import apply_to_cluster
+
+        apply_to_cluster(file, cluster)
+        return
 
     def body() -> None:
         with open_store(root) as fs:
@@ -122,43 +72,6 @@ def apply(
     _run(body)
 
 
-@cli.command()
-def ingest(
-    view: Annotated[str, typer.Argument(help="Feature view name.")],
-    file: Annotated[
-        Path, typer.Argument(help="A .parquet or .csv file.", exists=True, dir_okay=False)
-    ],
-    root: RootOption = Path(DEFAULT_ROOT),
-    batch_rows: Annotated[int, typer.Option(min=1, help="Rows per atomic batch.")] = 200_000,
-) -> None:
-    """Ingest a Parquet or CSV file into VIEW, in durable batches, with a progress bar."""
-    from app import input_files
-    from app.demo.run import progress_bar
-    from store.errors import UnknownViewError
-
-    def body() -> None:
-        with open_store(root) as fs:
-            defs = _definitions(fs)
-            if view not in defs.feature_views:
-                raise UnknownViewError(view)
-            total, parts = input_files.batches(file, defs, defs.feature_views[view], batch_rows)
-            start, seq, done = time.perf_counter(), 0, 0
-            with progress_bar(console) as progress:
-                task = progress.add_task(f"ingest {view}", total=total)
-                for part in parts:
-                    seq = fs.ingest(view, part)
-                    done += part.num_rows
-                    progress.advance(task, part.num_rows)
-        elapsed = time.perf_counter() - start
-        console.print(
-            f"ingested {done:,} rows into {view} (last seq {seq}) in {elapsed:.1f} s "
-            f"({done / max(elapsed, 1e-9):,.0f} rows/s)"
-        )
-
-    _run(body)
-
-
-@cli.command()
 def serve(
     root: RootOption = Path(DEFAULT_ROOT),
     host: Annotated[str, typer.Option(envvar="RICKHOUSE_HOST")] = DEFAULT_HOST,
@@ -190,160 +103,6 @@ def serve(
     )
 
 
-@cli.command()
-def get(
-    features: Annotated[list[str], typer.Argument(help="VIEW:FEATURE refs, or one service name.")],
-    entity: Annotated[
-        list[str], typer.Option("--entity", "-e", help="KEY=V1,V2,... (repeat for composite keys).")
-    ],
-    root: RootOption = Path(DEFAULT_ROOT),
-    full_feature_names: Annotated[bool, typer.Option(help="Name columns view__feature.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print Feast's JSON shape.")] = False,
-) -> None:
-    """Read online features for some entities."""
-    from app.errors import BadRequestError
-    from app.feast_json import feast_json
-    from app.payloads import check_columns
-
-    def body() -> None:
-        entities: dict[str, list] = {}
-        for item in entity:
-            key, sep, values = item.partition("=")
-            if not sep or not key:
-                raise BadRequestError(f"--entity {item!r}: use KEY=V1,V2,...")
-            entities[key] = values.split(",")
-        check_columns(entities, "--entity")
-        with open_store(root) as fs:
-            wanted: list[str] | str = features
-            if len(features) == 1 and ":" not in features[0]:
-                wanted = features[0]  # a feature service
-            # int64 keys come as decimal text, which the store parses (naming a bad row)
-            r = fs.get_online_features(wanted, entities, full_feature_names=full_feature_names)
-            out = feast_json(r)
-        if as_json:
-            console.print_json(json.dumps(out, default=str))
-            return
-        _print_online(out)
-
-    _run(body)
-
-
-def _print_online(out: dict[str, Any]) -> None:
-    names = out["metadata"]["feature_names"]
-    results = out["results"]
-    table = Table(show_lines=False)
-    for name in names:
-        table.add_column(name, overflow="fold")
-    rows = len(results[0]["values"]) if results else 0
-    for i in range(rows):
-        cells = []
-        for col in results:
-            value, status = col["values"][i], col["statuses"][i]
-            text = json.dumps(value) if not isinstance(value, str) else value
-            if isinstance(value, list) and len(value) > 4:
-                text = json.dumps(value[:4])[:-1] + f", ... ({len(value)})]"
-            cells.append(text if status == "PRESENT" else f"[dim]{text} ({status})[/]")
-        table.add_row(*cells)
-    console.print(table)
-
-
-@cli.command()
-def export(
-    entities: Annotated[
-        Path, typer.Option(help="Entity rows: .parquet or .csv with join keys + event_timestamp.")
-    ],
-    features: Annotated[list[str], typer.Option(help="VIEW:FEATURE (repeat, or comma-separated).")],
-    out: Annotated[Path, typer.Option(help="Output Parquet file.")],
-    root: RootOption = Path(DEFAULT_ROOT),
-    as_of_seq: Annotated[
-        int | None, typer.Option(min=0, help="Reproduce an earlier export.")
-    ] = None,
-) -> None:
-    """Point-in-time correct training export to Parquet; prints the seq it was taken at."""
-    from app import input_files
-
-    refs = [r for item in features for r in item.split(",") if r]
-
-    def body() -> None:
-        if not entities.is_file():
-            raise CliError(f"--entities {entities}: no such file")
-        with open_store(root) as fs:
-            if entities.suffix.lower() == ".parquet":
-                rows: Any = str(entities.resolve())
-            else:
-                rows = input_files.read_entities(entities, _definitions(fs))
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with Progress(
-                SpinnerColumn(),
-                TextColumn("[bold]{task.description}"),
-                TimeElapsedColumn(),
-                console=console,
-            ) as progress:
-                progress.add_task(f"export {len(refs)} features -> {out}", total=None)
-                info = fs.export_training(rows, refs, str(out), as_of_seq=as_of_seq)
-        console.print(
-            f"exported {int(info['rows']):,} rows to {info.get('path', out)} at seq {info['seq']} "
-            f"(reproduce with --as-of-seq {info['seq']})"
-        )
-
-    _run(body)
-
-
-@cli.command()
-def audit(root: RootOption = Path(DEFAULT_ROOT)) -> None:
-    """Compare offline latest rows with the online engine, per view (exit 1 on any mismatch)."""
-
-    def body() -> None:
-        with open_store(root) as fs:
-            result = fs.audit()
-        table = Table("view", "entities", "mismatches", "details")
-        bad = 0
-        for view, info in sorted(result.items()):
-            mismatches = int(info.get("mismatches", 0))
-            bad += mismatches
-            extra = {k: v for k, v in info.items() if k not in ("entities", "mismatches")}
-            table.add_row(
-                view, str(info.get("entities", "")), str(mismatches), json.dumps(extra, default=str)
-            )
-        console.print(table)
-        if bad:
-            raise CliError(f"audit found {bad} mismatches")
-        console.print("[green]audit: online and offline agree[/]")
-
-    _run(body)
-
-
-@cli.command()
-def stats(root: RootOption = Path(DEFAULT_ROOT)) -> None:
-    """Commit log, online and offline store statistics, as JSON."""
-
-    def body() -> None:
-        with open_store(root) as fs:
-            result = fs.stats()
-        console.print_json(json.dumps(result, default=_json_default))
-
-    _run(body)
-
-
-def _json_default(value: Any) -> Any:
-    item = getattr(value, "item", None)
-    return item() if callable(item) else str(value)
-
-
-@cli.command()
-def compact(root: RootOption = Path(DEFAULT_ROOT)) -> None:
-    """Run every pending compaction now (online and offline)."""
-
-    def body() -> None:
-        with open_store(root) as fs:
-            start = time.perf_counter()
-            fs.compact()
-        console.print(f"compacted {root} in {time.perf_counter() - start:.2f} s")
-
-    _run(body)
-
-
-@cli.command()
 def demo(
     root: RootOption = Path(DEFAULT_ROOT),
     rows: Annotated[int, typer.Option(min=100, help="Rows over all views.")] = 1_200_000,
@@ -365,6 +124,32 @@ def demo(
         print_examples(console, port)
 
     _run(body)
+
+
+# The commands, in the order `rickhouse --help` lists them: data commands (app/data_cli.py),
+# administrative ones (app/admin_cli.py), and those defined here.
+cli.command()(apply)
+cli.command()(data_cli.ingest)
+cli.command()(serve)
+cli.command()(data_cli.get)
+cli.command()(data_cli.export)
+cli.command()(admin_cli.audit)
+cli.command()(admin_cli.stats)
+cli.command("offline-files")(data_cli.offline_files)
+cli.command()(admin_cli.compact)
+cli.command()(data_cli.delete)
+cli.command()(data_cli.forget)
+cli.command()(demo)
+
+
+def _register_cluster_commands() -> None:
+    """`rickhouse node` and `rickhouse cluster ...` (app/cluster_cli.py)."""
+    from app.cluster_cli import register
+
+    register(cli)
+
+
+_register_cluster_commands()
 
 
 def main() -> None:

@@ -51,11 +51,15 @@ class ExportExistsError(ApiError):
 
 @dataclass(frozen=True)
 class ExportRequest:
-    entities: pa.Table | str  # a table, or an absolute Parquet path under the root
+    entities: pa.Table | str | None  # a table, an absolute Parquet path under the root, or
+    # None with `entities_as_of`
     features: list[str] | str  # refs, or a feature service name (resolved: they exist)
     as_of_seq: int | None
     mode: str  # "file" | "parquet" | "arrow"
     out_name: str | None = None
+    # instead of entities: the latest row of every entity at this instant (ISO 8601 text or
+    # epoch seconds; the store validates it)
+    entities_as_of: Any = None
 
 
 def choose_mode(accept: str, output: Any) -> str:
@@ -182,6 +186,24 @@ def parse_json_request(
     obj = require_object(obj)
     features, plan = resolve_features(obj, snap)
     has_cols, has_path = "entities" in obj, "entities_path" in obj
+    if "entities_as_of" in obj:
+        if has_cols or has_path:
+            raise BadRequestError(
+                "send 'entities_as_of' instead of 'entities' or 'entities_path', not with them"
+            )
+        value = obj["entities_as_of"]
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise BadRequestError(
+                f"'entities_as_of' must be ISO 8601 text or epoch seconds, got {short_repr(value)}"
+            )
+        return ExportRequest(
+            entities=None,
+            features=features,
+            as_of_seq=parse_as_of_seq(obj.get("as_of_seq")),
+            mode=choose_mode(accept, obj.get("output")),
+            out_name=check_out_name(obj.get("out")),
+            entities_as_of=value,
+        )
     if has_cols == has_path:
         raise BadRequestError("send exactly one of 'entities' (JSON columns) or 'entities_path'")
     if has_cols:
@@ -243,11 +265,27 @@ def run_export(fs: FeatureStore, req: ExportRequest) -> dict[str, Any]:
     else:
         out = out_dir / f".stream-{uuid.uuid4().hex}.parquet"
     try:  # the offline store writes a temp file and renames it over `out`
-        info = fs.export_training(req.entities, req.features, str(out), as_of_seq=req.as_of_seq)
+        if req.entities_as_of is not None:
+            info = fs.export_training(
+                None,
+                req.features,
+                str(out),
+                as_of_seq=req.as_of_seq,
+                entities_as_of=req.entities_as_of,
+            )
+        else:
+            info = fs.export_training(req.entities, req.features, str(out), as_of_seq=req.as_of_seq)
     except BaseException:
         out.unlink(missing_ok=True)  # ours: reserved or written by this request
         raise
-    return {"seq": int(info["seq"]), "rows": int(info["rows"]), "path": str(info.get("path", out))}
+    answer = {
+        "seq": int(info["seq"]),
+        "rows": int(info["rows"]),
+        "path": str(info.get("path", out)),
+    }
+    if "outside_retention" in info:  # entity rows before a view's retention, read as nulls
+        answer["outside_retention"] = dict(info["outside_retention"])
+    return answer
 
 
 class _Chunks:

@@ -83,9 +83,14 @@ async def push(request: Request) -> Response:
 
 @router.api_route("/health", methods=["GET", "HEAD"])
 async def health(request: Request) -> Response:
-    """200 with an empty body when the store is open and serving, else 503 (HEAD too, as load
-    balancers and uptime checkers often probe with it)."""
+    """200 when the store is open and serving, else 503 (HEAD too, as load balancers and uptime
+    checkers often probe with it). GET's body is {"stale": [views]}: views whose `freshness`
+    objective is not met. A quiet view never turns the status to 503 (Feast clients and load
+    balancers read the status only); HEAD has no body."""
     svc = _service(request)
     if not svc.is_open:
         raise UnavailableError(f"the store is not available: {svc.unavailable_reason}")
-    return Response(b"", status_code=200)
+    if request.method == "HEAD":
+        return Response(b"", status_code=200)
+    body = orjson.dumps({"stale": svc.store.stale_views()})
+    return Response(body, status_code=200, media_type="application/json")

@@ -24,6 +24,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.freshness_metrics import freshness_families
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Latency buckets in seconds (upper bounds); +Inf is implicit.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -199,6 +201,7 @@ def store_stats_families(stats: Mapping[str, Any]) -> list[Metric]:
             ("view",),
             offline[key],
         )
+    f.out += freshness_families(stats.get("freshness") or {})  # app/freshness_metrics.py
     return f.out
 
 

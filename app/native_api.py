@@ -120,6 +120,8 @@ async def training_export(request: Request) -> Response:
     if req.mode == "file":
         return json_response(info)
     headers = {"X-Rickhouse-Seq": str(info["seq"]), "X-Rickhouse-Rows": str(info["rows"])}
+    if "outside_retention" in info:  # JSON {view: entity rows read as nulls}
+        headers["X-Rickhouse-Outside-Retention"] = orjson.dumps(info["outside_retention"]).decode()
     if req.mode == "arrow":
         return StreamingResponse(
             export.arrow_chunks(info["path"]), media_type=ARROW_STREAM, headers=headers
@@ -192,6 +194,42 @@ async def compact(request: Request) -> Response:
     svc = _service(request)
     await svc.run_write(lambda: svc.store.compact())
     return json_response({"compacted": True, "last_seq": int(svc.store.last_seq)})
+
+
+@router.get("/v1/offline/{view}/files")
+async def offline_files(view: str, request: Request) -> Response:
+    """The Parquet files of a view's offline history as of `?as_of_seq=N` (default: the last
+    seq), for another engine (pyarrow, Polars, Ray, Spark) to read: absolute paths, schema, the
+    row filter `_seq <= N`, the timestamp encoding and the version order. Flushes the view's
+    buffer first; listed files stay on disk RICKHOUSE_SNAPSHOT_GRACE_S after being replaced."""
+    svc = _service(request)
+    as_of_seq = export.parse_as_of_seq(request.query_params.get("as_of_seq"))
+    return json_response(await svc.run_write(svc.store.offline_files, view, as_of_seq))
+
+
+@router.delete("/v1/entities/{view}")
+async def delete_entities(view: str, request: Request) -> Response:
+    """Delete entities from a view in both stores: body {"entities": {join_key: [values]}};
+    answers {"seq", "deleted"} once the delete is durable (see README "Deleting and
+    forgetting")."""
+    svc = _service(request)
+    body = require_object(parse_json(await read_body(request, svc.settings.max_body_bytes)))
+    entities = body.get("entities")
+    if not isinstance(entities, dict) or not entities:
+        raise BadRequestError('the body must be {"entities": {join_key: [values, ...]}}')
+    return json_response(await svc.run_write(svc.store.delete, view, entities))
+
+
+@router.post("/v1/forget/{entity}")
+async def forget_entity(entity: str, request: Request) -> Response:
+    """Delete entities from every view keyed by `entity` (composite keys included), in one
+    record: body {"keys": [values]}; answers {"seq", "deleted", "views"}."""
+    svc = _service(request)
+    body = require_object(parse_json(await read_body(request, svc.settings.max_body_bytes)))
+    keys = body.get("keys")
+    if not isinstance(keys, list) or not keys:
+        raise BadRequestError('the body must be {"keys": [values, ...]} (at least one key)')
+    return json_response(await svc.run_write(svc.store.forget, entity, keys))
 
 
 @router.get("/metrics")

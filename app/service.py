@@ -31,6 +31,7 @@ from typing import Any, NamedTuple, TypeVar
 from app.errors import UnavailableError
 from app.payloads import key_dtypes
 from app.settings import Settings
+from offline import OfflineOptions
 from store import Definitions, FeatureStore
 from store.errors import CorruptionError, WriterLockedError
 
@@ -128,6 +129,7 @@ class StoreService:
                 self.settings.root,
                 online_index=self.settings.online_index,
                 delta=self.settings.delta,
+                offline_options=OfflineOptions(snapshot_grace_s=self.settings.snapshot_grace_s),
             )
             self._store = store
             self.unavailable_reason = None

@@ -29,8 +29,9 @@ class Settings:
     api_token: when set, every endpoint but /health requires `Authorization: Bearer <token>`.
     max_body_bytes: larger request bodies get 413 before they are parsed. Arrow ingest batches of
         ~1M narrow rows fit in the default; raise it for wider batches.
-    read_threads: threads serving online lookups. Lookups are short; a few threads keep the
-        event loop free without oversubscribing 2 cores.
+    read_threads: threads serving online lookups when `inline_lookups` is off (by default the
+        event loop answers them itself). Lookups are short; a few threads keep the event loop
+        free without oversubscribing 2 cores.
     write_threads: threads for ingests, exports, audits, compactions. Kept apart from the read
         pool so heavy work can never take every thread an online lookup needs.
     inline_lookups: run online lookups (parse, one batched store call, JSON) on the event loop.
@@ -57,6 +58,9 @@ class Settings:
         before an online request gets it; a shorter interval bounds that wait. 0 keeps the default.
     online_index, delta: passed to FeatureStore (learned-index mode and PLR error bound).
     log_level: uvicorn and rickhouse logging level.
+    snapshot_grace_s: seconds an offline Parquet file stays on disk after compaction or retention
+        replaces it, so that an engine reading a listed snapshot (/v1/offline/{view}/files)
+        finishes safely (OfflineOptions.snapshot_grace_s). Longer keeps more bytes on disk.
     """
 
     root: Path = Path(DEFAULT_ROOT)
@@ -73,6 +77,7 @@ class Settings:
     online_index: str = "auto"
     delta: int = 8
     log_level: str = "info"
+    snapshot_grace_s: int = 3600
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -95,6 +100,9 @@ class Settings:
             "online_index": env.get("RICKHOUSE_ONLINE_INDEX", cls.online_index),
             "delta": _int(env, "RICKHOUSE_DELTA", cls.delta, 1, 1 << 20),
             "log_level": env.get("RICKHOUSE_LOG_LEVEL", cls.log_level).lower(),
+            "snapshot_grace_s": _int(
+                env, "RICKHOUSE_SNAPSHOT_GRACE_S", cls.snapshot_grace_s, 0, 10 * 365 * 86_400
+            ),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         if isinstance(values["root"], str):

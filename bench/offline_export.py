@@ -25,90 +25,24 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import export_suite  # noqa: E402
+from bench.offline_data import (  # noqa: E402
+    DAY,
+    FEATURES,
+    SCHEMA,
+    T0,
+    make_entities,
+    make_features,
+)
 from offline import FeatureQuery, OfflineOptions, OfflineStore  # noqa: E402
 
-DAY = 86_400 * 1_000_000_000
-T0 = 1_767_225_600 * 1_000_000_000  # 2026-01-01 UTC
-TS = pa.timestamp("ns", tz="UTC")
-FEATURES = ["f_int", "f_int2", "f_float", "f_float2", "f_str", "f_str2", "f_bool", "f_bool2"]
-SCHEMA = pa.schema(
-    [
-        ("user_id", pa.int64()),
-        ("event_timestamp", TS),
-        ("created_timestamp", TS),
-        ("f_int", pa.int64()),
-        ("f_int2", pa.int32()),
-        ("f_float", pa.float64()),
-        ("f_float2", pa.float32()),
-        ("f_str", pa.string()),
-        ("f_str2", pa.string()),
-        ("f_bool", pa.bool_()),
-        ("f_bool2", pa.bool_()),
-    ]
-)
 BATCH = 100_000
-
-
-def _strings(rng: np.random.Generator, n: int, card: int, prefix: str) -> pa.Array:
-    words = pa.array([f"{prefix}{i:05d}" for i in range(card)])
-    return pa.DictionaryArray.from_arrays(pa.array(rng.integers(0, card, n)), words).cast(
-        pa.string()
-    )
-
-
-def make_features(n: int, entities: int, days: int, seed: int = 1) -> pa.Table:
-    """Rows in arrival order: mostly by time, 5% late, 2% duplicates arriving later."""
-    rng = np.random.default_rng(seed)
-    n_dup = n // 50
-    base = n - n_dup
-    ets = np.sort(T0 + rng.integers(0, days * DAY, base))
-    created = ets + rng.integers(0, 60_000_000_000, base)  # created up to a minute later
-    late = rng.random(base) < 0.05
-    ets[late] -= rng.integers(0, 3 * DAY, int(late.sum()))  # late: event long before arrival
-    ets = np.maximum(ets, T0)
-    keys = rng.integers(0, entities, base)
-    dup = rng.integers(0, base, n_dup)
-    keys = np.concatenate([keys, keys[dup]])
-    ets = np.concatenate([ets, ets[dup]])
-    created = np.concatenate([created, created[dup] + 1_000_000_000])
-    # microsecond timestamps: Feast (compared in the same run) holds no finer ones
-    ets, created = ets // 1000 * 1000, created // 1000 * 1000
-    cols = {
-        "user_id": pa.array(keys),
-        "event_timestamp": pa.array(ets, TS),
-        "created_timestamp": pa.array(created, TS),
-        "f_int": pa.array(rng.integers(0, 1_000_000, n)),
-        "f_int2": pa.array(rng.integers(0, 100, n).astype(np.int32)),
-        "f_float": pa.array(rng.random(n)),
-        "f_float2": pa.array(rng.random(n).astype(np.float32)),
-        "f_str": _strings(rng, n, 1000, "city-"),
-        "f_str2": _strings(rng, n, 50, "segment-"),
-        "f_bool": pa.array(rng.random(n) < 0.5),
-        "f_bool2": pa.array(rng.random(n) < 0.1),
-    }
-    return pa.table(cols, schema=SCHEMA)
-
-
-def make_entities(n: int, entities: int, days: int, seed: int = 2) -> pa.Table:
-    rng = np.random.default_rng(seed)
-    keys = rng.integers(0, int(entities * 1.05), n)  # ~5% unknown keys
-    ts = T0 + rng.integers(-DAY, days * DAY, n)  # some before any feature row
-    ts = ts // 1000 * 1000  # microseconds, as Feast's entity_df
-    return pa.table(
-        {
-            "user_id": pa.array(keys),
-            "event_timestamp": pa.array(ts, TS),
-            "label": pa.array(rng.random(n) < 0.3),
-            "weight": pa.array(rng.random(n)),
-        }
-    )
 
 
 def _queries(ttl_days: int) -> list[FeatureQuery]:
@@ -253,6 +187,7 @@ def child_pandas(args, work: Path) -> dict:
 
 
 CHILDREN = {
+    **export_suite.CHILDREN,
     "build": child_build,
     "join": child_join,
     "export": child_export,
@@ -264,10 +199,10 @@ CHILDREN = {
 # ---------------------------------------------------------------- parent
 
 
-def run_child(name: str, argv: list[str]) -> dict:
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--child", name, *argv], stdout=subprocess.PIPE, text=True
-    )
+def run_child(name: str, argv: list[str], command: list[str] | None = None) -> dict:
+    """Run a child (`command`, default this script's `--child name`); its JSON plus peak RSS."""
+    cmd = command or [sys.executable, __file__, "--child", name, *argv]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     peak = 0
     ps = psutil.Process(proc.pid)
     while proc.poll() is None:
@@ -296,6 +231,16 @@ def main() -> None:
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--child", choices=sorted(CHILDREN), default=None)
     p.add_argument("--plan", choices=["auto", "asof"], default="auto")
+    p.add_argument(
+        "--suite",
+        choices=["store", "engine"],
+        default="store",
+        help="store: FeatureStore.export_training vs Feast vs the floor; engine: OfflineStore "
+        "join/export plans vs pandas",
+    )
+    p.add_argument("--no-feast", dest="feast", action="store_false", help="skip Feast")
+    p.add_argument("--entities-as-of", default=None, help="also export with entities_as_of=TS")
+    p.add_argument("--reuse", action="store_true", help="keep the built store in --workdir")
     args = p.parse_args()
     if args.quick:
         args.features, args.entities, args.entity_rows, args.repeat = 200_000, 40_000, 40_000, 1
@@ -305,6 +250,9 @@ def main() -> None:
         print(json.dumps(result))
         return
     work = args.workdir or Path(tempfile.mkdtemp(prefix="rickhouse-bench-offline-"))
+    if args.suite == "store":
+        run_store_suite(args, work)
+        return
     argv = [
         f"--features={args.features}",
         f"--entities={args.entities}",
@@ -389,6 +337,47 @@ def main() -> None:
         f"DuckDB ASOF / numba match (join) = {ja['seconds'] / j['seconds']:.1f}x; "
         f"full scan / one-day scan = {s['full_seconds'] / s['seconds']:.1f}x"
     )
+
+
+def run_store_suite(args, work: Path) -> None:
+    argv = [
+        f"--features={args.features}",
+        f"--entities={args.entities}",
+        f"--entity-rows={args.entity_rows}",
+        f"--days={args.days}",
+        f"--ttl-days={args.ttl_days}",
+        f"--repeat={args.repeat}",
+        f"--workdir={work}",
+        *([] if args.feast else ["--no-feast"]),
+    ]
+    print(
+        f"# machine: {platform.platform()}, {os.cpu_count()} cores, "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB; load {os.getloadavg()}"
+    )
+    print(
+        f"# data: {args.features:,} feature rows, {args.entities:,} entities, {args.days} days, "
+        f"8 features; {args.entity_rows:,} entity rows; ttl {args.ttl_days} days"
+    )
+    results: dict = {}
+    steps = [("rickhouse", "store_export", None)]
+    if not (args.reuse and (work / "root").exists()):
+        steps.insert(0, ("build", "store_build", None))
+    if args.feast:
+        steps.append(("feast", "feast", export_suite.feast_command(args, work)))
+    steps.append(("floor", "floor", None))
+    if args.feast:
+        steps.append(("compare", "compare", None))
+    if args.entities_as_of:
+        steps.append(("entities_as_of", "store_export", None))
+    try:
+        for label, name, command in steps:
+            extra = [f"--entities-as-of={args.entities_as_of}"] if label == "entities_as_of" else []
+            results[label] = run_child(name, [*argv, *extra], command)
+            print(json.dumps({"measurement": label, **results[label]}), flush=True)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    print("\n".join(export_suite.summary(results)))
 
 
 if __name__ == "__main__":

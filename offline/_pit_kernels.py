@@ -5,7 +5,8 @@ entity of its key's run whose ts >= its event_ts (every later entity of the run 
 keeping the newest version there; a prefix-max sweep along each run then gives, per entity,
 the newest version with event_ts <= entity ts.
 Memory layout is chosen for cache misses, the cost of this loop (5M feature rows against 1M
-entities): per entity one row `state[p] = (ts, best ets, best created, best seq, best row)`
+entities): per entity one row `state[p] = (ts, best ets, best created, best seq, best row,
+best position)`
 and per key one row `runs[j] = (start, end)`, so a feature row costs ~3 misses (key index,
 run, state) instead of ~7 with one array per field. Pure functions over caller-owned arrays.
 """
@@ -15,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-TS, B_ETS, B_CTS, B_SEQ, B_ROW = 0, 1, 2, 3, 4  # columns of `state`
+TS, B_ETS, B_CTS, B_SEQ, B_ROW, B_POS = 0, 1, 2, 3, 4, 5  # columns of `state`
+STATE_COLUMNS = 6
 _FIB = np.uint64(11400714819323198485)  # 2^64 / golden ratio: multiplicative hashing
 
 
@@ -36,9 +38,14 @@ def build_hash(uniq: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _lookup(k, base, direct, slot_key, slot_val, bits):  # noqa: ANN001
+def _lookup(k, base, direct, bitmap, slot_key, slot_val, bits):  # noqa: ANN001
+    d = k - base
+    if bitmap.shape[0] > 0:  # one bit per key of the range: most feature keys miss here
+        if d < 0 or d >= bitmap.shape[0] * 8:
+            return -1
+        if (bitmap[d >> 3] >> (d & 7)) & 1 == 0:
+            return -1
     if direct.shape[0] > 0:
-        d = k - base
         if d < 0 or d >= direct.shape[0]:
             return -1
         return direct[d]
@@ -66,6 +73,7 @@ def _newer(e1, c1, s1, r1, e2, c2, s2, r2) -> bool:  # noqa: ANN001
 def record_rows(
     base: int,  # direct addressing: run of key k is runs[direct[k - base]] (-1: no entity)
     direct: np.ndarray,  # int64; empty: use the hash table instead
+    bitmap: np.ndarray,  # uint8, bit k - base set for entity keys; empty: none (filter only)
     slot_key: np.ndarray,  # hash table from build_hash
     slot_val: np.ndarray,
     bits: int,
@@ -78,13 +86,14 @@ def record_rows(
     row: np.ndarray,  # int32
     max_seq: int,  # rows with seq > max_seq are ignored (as_of_seq)
     lo_ts: int,  # rows with event ts < lo_ts are ignored
+    pos_base: int,  # position of row i is pos_base + i (where the caller reads it from)
 ) -> None:
     for i in range(keys.shape[0]):
         s = seq[i]
         e = ets[i]
         if s > max_seq or e < lo_ts:
             continue
-        j = _lookup(keys[i], base, direct, slot_key, slot_val, bits)
+        j = _lookup(keys[i], base, direct, bitmap, slot_key, slot_val, bits)
         if j < 0:
             continue
         a = runs[j, 0]
@@ -107,6 +116,7 @@ def record_rows(
             state[a, B_CTS] = c
             state[a, B_SEQ] = s
             state[a, B_ROW] = r
+            state[a, B_POS] = pos_base + i
 
 
 @njit(cache=True, nogil=True)
@@ -116,10 +126,11 @@ def sweep(
     ttl_ns: int,  # 0: no lower bound
     out_seq: np.ndarray,  # int64 per sorted entity: matched _seq, or -1
     out_row: np.ndarray,  # int32 per sorted entity: matched _row, or -1
+    out_pos: np.ndarray,  # int64 per sorted entity: matched position, or -1
 ) -> None:
     for j in range(runs.shape[0]):
         have = False
-        ce, cc, cs, cr = 0, 0, 0, 0
+        ce, cc, cs, cr, cp = 0, 0, 0, 0, 0
         for p in range(runs[j, 0], runs[j, 1]):
             if state[p, B_SEQ] >= 0 and (
                 not have
@@ -135,11 +146,13 @@ def sweep(
                 )
             ):
                 ce, cc = state[p, B_ETS], state[p, B_CTS]
-                cs, cr = state[p, B_SEQ], state[p, B_ROW]
+                cs, cr, cp = state[p, B_SEQ], state[p, B_ROW], state[p, B_POS]
                 have = True
             if have and (ttl_ns == 0 or ce >= state[p, TS] - ttl_ns):
                 out_seq[p] = cs
                 out_row[p] = cr
+                out_pos[p] = cp
             else:
                 out_seq[p] = -1
                 out_row[p] = -1
+                out_pos[p] = -1

@@ -7,7 +7,7 @@ it is several times faster than a `max_by` hash aggregation over a struct of eve
 `LatestBuckets` splits a view's entities into `buckets` groups by a hash of the key: it streams
 the snapshot's rows once out of DuckDB and spills them into temp Arrow IPC files (`split_file`:
 one file per streamed chunk, one record batch per bucket), then computes one bucket at a time
-from its batches (memory-mapped): DuckDB's and Python's memory are bounded by one bucket (about
+from its batches (read from the files): DuckDB's and Python's memory are bounded by one bucket (about
 `entities_per_bucket` rows), whatever the size of the view. A view that fits in one bucket is
 computed straight from the snapshot, with no spill. IPC, not Parquet: the files are written
 and read once, and encoding Parquet cost several times the scan.
@@ -29,7 +29,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from offline.errors import query_error
+from offline._latest_kernels import latest_rows
+from offline.errors import query_error, snapshot_files
 from offline.names import CREATED_TS, EVENT_TS, ROW_COLUMN, SEQ_COLUMN, quote_ident
 from offline.schema import stored_schema
 from offline.source import Bounds, ViewSnapshot, source_sql
@@ -98,7 +99,9 @@ def latest_sql(source: str, keys: tuple[str, ...], values: list[str]) -> str:
 def split_file(table: pa.Table, bucket: np.ndarray, buckets: int, path: Path) -> None:
     """Write `table` to a new Arrow IPC file at `path` whose record batch b holds the rows of
     bucket b (`bucket`: one int in [0, buckets) per row), in their order in `table`."""
-    order = np.argsort(bucket, kind="stable")
+    # int16 buckets (buckets <= MAX_BUCKETS) take numpy's radix sort: linear time
+    small = bucket.astype(np.int16) if buckets <= np.iinfo(np.int16).max else bucket
+    order = np.argsort(small, kind="stable")
     ends = np.cumsum(np.bincount(bucket, minlength=buckets)).tolist()
     rows = table.take(pa.array(order)).combine_chunks()
     batch = pa.RecordBatch.from_arrays(
@@ -113,10 +116,15 @@ def split_file(table: pa.Table, bucket: np.ndarray, buckets: int, path: Path) ->
 
 
 def read_bucket(files: list[Path], bucket: int) -> pa.Table:
-    """The rows of `bucket` from files written by `split_file` (memory-mapped, zero copy).
+    """The rows of `bucket` from files written by `split_file`, read (not mapped): only that
+    bucket's bytes enter memory; a mapping would map whole page-cache folios around each
+    batch, many times the batch in resident memory when there are many files.
 
     `files`: at least one, all of one schema."""
-    batches = [pa.ipc.open_file(pa.memory_map(str(f))).get_batch(bucket) for f in files]
+    batches = []
+    for f in files:
+        with pa.OSFile(str(f)) as source:
+            batches.append(pa.ipc.open_file(source).get_batch(bucket))
     return pa.Table.from_batches(batches)
 
 
@@ -172,7 +180,7 @@ class LatestBuckets:
                 split_file(table.drop_columns([BUCKET_COLUMN]), bucket, self.buckets, path)
                 self._spill.append(path)
         except (duckdb.Error, pa.ArrowException) as exc:
-            raise query_error(exc) from exc
+            raise query_error(exc, snapshot_files([self._snap])) from exc
 
     def bucket_of(self, keys: pa.Array) -> np.ndarray:
         """The bucket of each bucket key (int64 keys or key texts); see `bucket_of`."""
@@ -183,8 +191,22 @@ class LatestBuckets:
         """True when bucket keys are the int64 key, False when they are key texts."""
         return int_keyed(self._snap)
 
+    def _latest_by_key(self, rows: pa.Table) -> pa.Table:
+        """The latest row per key of `rows` (one int64 key, no nulls), sorted by key."""
+        ints = [_int64s(rows.column(c)) for c in (self.keys[0], *self._values[:3], ROW_COLUMN)]
+        taken = rows.take(pa.array(latest_rows(*ints)))
+        return pa.Table.from_arrays(
+            [_one_chunk(taken.column(f.name)).cast(f.type) for f in self.schema], schema=self.schema
+        )
+
+    @property
+    def sorted_by_key(self) -> bool:
+        """Whether `table(b)` comes sorted by key (a view with one int64 key, spilled)."""
+        return self.int_keyed and self.buckets > 1
+
     def table(self, bucket: int) -> pa.Table:
-        """The latest row of every entity of `bucket`, unordered, typed as `schema`."""
+        """The latest row of every entity of `bucket`, typed as `schema`: sorted by key when
+        `sorted_by_key` (unless the key column holds nulls), else unordered."""
         params: dict[str, object] = {}
         if self.buckets == 1:
             source, params = self._source, self._params
@@ -192,16 +214,32 @@ class LatestBuckets:
             return self.schema.empty_table()
         else:
             rows = read_bucket(self._spill, bucket)
+            if self.int_keyed and rows.column(self.keys[0]).null_count == 0:
+                return self._latest_by_key(rows)
             self._con.register("__rh_bucket_rows", rows)
             source = "__rh_bucket_rows"
         query = latest_sql(source, self._snap.keys, self._values)
         try:
             table = self._con.sql(query, params=params).to_arrow_table()
         except duckdb.Error as exc:
-            raise query_error(exc) from exc
+            raise query_error(exc, snapshot_files([self._snap])) from exc
         finally:
             if source == "__rh_bucket_rows":
                 self._con.unregister(source)
         return pa.Table.from_arrays(
             [table.column(f.name).cast(f.type) for f in self.schema], schema=self.schema
         )
+
+
+def _int64s(col: pa.ChunkedArray) -> np.ndarray:
+    """int64 values of an integer or timestamp column; nulls as the minimum int64."""
+    arr = _one_chunk(col)
+    if pa.types.is_timestamp(arr.type):
+        arr = arr.cast(pa.int64())
+    if arr.null_count:
+        arr = arr.fill_null(np.iinfo(np.int64).min)
+    return arr.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+
+
+def _one_chunk(col: pa.ChunkedArray) -> pa.Array:
+    return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()

@@ -116,11 +116,18 @@ def write_manifest(directory: Path, views: dict[str, ViewState], fsync: bool = T
     publish_bytes(directory / MANIFEST_NAME, json.dumps(obj, indent=1).encode(), fsync=fsync)
 
 
-def check_and_clean(directory: Path, files: dict[str, tuple[FileEntry, ...]], skip: str) -> None:
+def check_and_clean(
+    directory: Path,
+    files: dict[str, tuple[FileEntry, ...]],
+    skip: str,
+    keep: frozenset[str] | set[str] = frozenset(),
+) -> None:
     """Verify the files the manifest names exist; delete temp files and files it does not name.
 
     `files`: each view's manifest-named files; `skip`: a directory under `directory` that holds
-    no views (left untouched). A missing named file raises OfflineCorruptionError.
+    no views (left untouched); `keep`: paths relative to `directory` (`view/date=.../part-...`)
+    not to delete though unnamed (replaced files within their grace period).
+    A missing named file raises OfflineCorruptionError.
     """
     for view, entries in files.items():
         for f in entries:
@@ -144,6 +151,6 @@ def check_and_clean(directory: Path, files: dict[str, tuple[FileEntry, ...]], sk
                 ours = path.name.endswith(TEMP_SUFFIX) or (
                     path.name.startswith("part-") and path.name.endswith(".parquet")
                 )
-                if ours and rel not in live:
+                if ours and rel not in live and f"{view_dir.name}/{rel}" not in keep:
                     log.info("offline: deleting leftover file %s", path)
                     path.unlink(missing_ok=True)

@@ -49,6 +49,10 @@ class OfflineOptions:
     latest_bucket_entities: int = 1 << 20
     # fsync files, directories and the manifest. Off only for benchmarks of the CPU path.
     fsync: bool = True
+    # Seconds a Parquet file stays on disk after compaction or retention replaces it: a
+    # snapshot listed by `snapshot_files` names absolute paths that another engine (Spark,
+    # Polars, Ray) may read for that long. Longer keeps more replaced bytes on disk.
+    snapshot_grace_s: float = 3600.0
 
     def __post_init__(self) -> None:
         if self.buffer_rows < 1:
@@ -67,3 +71,5 @@ class OfflineOptions:
             )
         if self.row_group_rows < 1:
             raise ValueError(f"row_group_rows must be >= 1, got {self.row_group_rows}")
+        if not self.snapshot_grace_s >= 0:
+            raise ValueError(f"snapshot_grace_s must be >= 0, got {self.snapshot_grace_s}")

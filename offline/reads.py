@@ -24,12 +24,15 @@ import pyarrow as pa
 
 from offline._fsio import TEMP_SUFFIX
 from offline.entities import EntityInput, load_entities
-from offline.errors import SchemaMismatchError, query_error
+from offline.entities_as_of import export_as_of
+from offline.errors import SchemaMismatchError, naming_damage, query_error, snapshot_files
+from offline.export_pipeline import try_export
 from offline.feature_query import ExportResult, FeatureQuery
 from offline.join_plan import JoinPlan, plan_join
 from offline.latest import LatestBuckets
 from offline.names import sql_string
 from offline.options import OfflineOptions
+from offline.retention import null_before_sql, null_before_table, outside_columns
 from offline.schema import stored_schema
 from offline.source import Bounds, ViewSnapshot, source_sql
 from offline.timestamps import scalar_to_ns
@@ -114,10 +117,11 @@ class Reads:
         snaps: dict[str, ViewSnapshot],
     ) -> Iterator[pa.RecordBatch]:
         try:
-            for batch in _checked(reader):
-                yield pa.RecordBatch.from_arrays(
-                    [batch.column(f.name).cast(f.type) for f in schema], schema=schema
-                )
+            with naming_damage(snaps.values()):
+                for batch in _checked(reader):
+                    yield pa.RecordBatch.from_arrays(
+                        [batch.column(f.name).cast(f.type) for f in schema], schema=schema
+                    )
         finally:
             con.close()
             self._release(snaps)
@@ -156,6 +160,7 @@ class Reads:
         queries: list[FeatureQuery],
         as_of_seq: int | None = None,
         full_feature_names: bool = False,
+        null_before: dict[str, int] | None = None,
     ) -> pa.Table:
         """See OfflineStore.get_historical."""
         snaps = self._snapshot([q.view for q in queries])
@@ -165,9 +170,10 @@ class Reads:
             self._release(snaps)
             raise
         try:
-            ent = load_entities(entities, con, read_path=True)
-            plan = self._plan(con, snaps, ent, queries, as_of_seq, full_feature_names, None)
-            result = self._run(con, plan.sql, plan.params)
+            with naming_damage(snaps.values()):
+                ent = load_entities(entities, con, read_path=True)
+                plan = self._plan(con, snaps, ent, queries, as_of_seq, full_feature_names, None)
+                result = self._run(con, plan.sql, plan.params)
         finally:
             con.close()
             self._release(snaps)
@@ -181,7 +187,9 @@ class Reads:
         result = result.take(pa.array(inverse))
         for f in plan.fields:
             table = table.append_column(f, result.column(f.name).cast(f.type))
-        return table
+        return null_before_table(
+            table, outside_columns(queries, plan.fields, null_before, ent.min_ts)
+        )
 
     def join_files(
         self,
@@ -210,6 +218,7 @@ class Reads:
         out_path: str | os.PathLike[str],
         as_of_seq: int | None = None,
         full_feature_names: bool = False,
+        null_before: dict[str, int] | None = None,
     ) -> ExportResult:
         """See OfflineStore.export."""
         out = Path(out_path)
@@ -226,16 +235,39 @@ class Reads:
         started = time.perf_counter()
         try:
             ent = load_entities(entities, con, read_path=False)
+            # views with one int64 key: match, gather and write without DuckDB (export_pipeline)
+            fast = try_export(
+                snaps,
+                ent,
+                queries,
+                as_of_seq,
+                full_feature_names,
+                str(temp),
+                self._options,
+                null_before,
+            )
+            if fast is not None:
+                os.replace(temp, out)
+                log.info(
+                    "offline: exported %d rows at seq %d to %s in %.3fs (%s)",
+                    fast[0],
+                    seq,
+                    out,
+                    time.perf_counter() - started,
+                    ", ".join(f"{k} {v:.3f}s" for k, v in fast[1].items()),
+                )
+                return ExportResult(rows=fast[0], seq=seq, path=str(out))
             plan = self._plan(
                 con, snaps, ent, queries, as_of_seq, full_feature_names, ent.schema.names, True
             )
-            copy = (
-                f"COPY ({plan.sql}) TO {sql_string(str(temp))} (FORMAT parquet, COMPRESSION zstd)"
+            sql = null_before_sql(
+                plan.sql, outside_columns(queries, plan.fields, null_before, ent.min_ts)
             )
+            copy = f"COPY ({sql}) TO {sql_string(str(temp))} (FORMAT parquet, COMPRESSION zstd)"
             try:
                 rows = con.execute(copy, plan.params).fetchall()
             except duckdb.Error as exc:
-                raise query_error(exc) from exc
+                raise query_error(exc, snapshot_files(snaps.values())) from exc
             os.replace(temp, out)
         finally:
             temp.unlink(missing_ok=True)
@@ -245,6 +277,61 @@ class Reads:
         log.info(
             "offline: exported %d rows at seq %d to %s in %.3fs",
             n,
+            seq,
+            out,
+            time.perf_counter() - started,
+        )
+        return ExportResult(rows=n, seq=seq, path=str(out))
+
+    def export_as_of(
+        self,
+        queries: list[FeatureQuery],
+        ts_ns: int,
+        out_path: str | os.PathLike[str],
+        as_of_seq: int | None = None,
+        full_feature_names: bool = False,
+        null_before: dict[str, int] | None = None,
+    ) -> ExportResult:
+        """See OfflineStore.export_as_of."""
+        out = Path(out_path)
+        snaps = self._snapshot([q.view for q in queries])
+        seq = max((s.max_seq for s in snaps.values()), default=0)
+        if as_of_seq is not None:
+            seq = min(seq, as_of_seq)
+        try:
+            con = self._cursor()
+        except BaseException:
+            self._release(snaps)
+            raise
+        tag = uuid.uuid4().hex[:12]
+        temp = out.with_name(f".{out.name}.{tag}{TEMP_SUFFIX}")
+        keys = self._temp_root / f"{SPILL_PREFIX}keys-{tag}.parquet"
+        started = time.perf_counter()
+        try:
+            self._temp_root.mkdir(parents=True, exist_ok=True)
+            with naming_damage(snaps.values()):
+                n = export_as_of(
+                    con,
+                    snaps,
+                    queries,
+                    ts_ns,
+                    as_of_seq,
+                    full_feature_names,
+                    str(temp),
+                    str(keys),
+                    self._options,
+                    null_before,
+                )
+            os.replace(temp, out)
+        finally:
+            temp.unlink(missing_ok=True)
+            keys.unlink(missing_ok=True)
+            con.close()
+            self._release(snaps)
+        log.info(
+            "offline: exported %d entities as of %d at seq %d to %s in %.3fs",
+            n,
+            ts_ns,
             seq,
             out,
             time.perf_counter() - started,
@@ -263,18 +350,19 @@ class Reads:
         for_parquet: bool = False,
     ) -> JoinPlan:
         """plan_join with this store's join-plan options (see OfflineOptions)."""
-        return plan_join(
-            con,
-            snaps,
-            ent,
-            queries,
-            as_of_seq,
-            full_feature_names,
-            entity_columns,
-            for_parquet=for_parquet,
-            force_asof=self._options.join_plan == "asof",
-            matcher_max_entities=self._options.matcher_max_entities,
-        )
+        with naming_damage(snaps.values()):  # the int-key matcher streams the files
+            return plan_join(
+                con,
+                snaps,
+                ent,
+                queries,
+                as_of_seq,
+                full_feature_names,
+                entity_columns,
+                for_parquet=for_parquet,
+                force_asof=self._options.join_plan == "asof",
+                matcher_max_entities=self._options.matcher_max_entities,
+            )
 
     @staticmethod
     def _run(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, object]) -> pa.Table:
@@ -299,6 +387,6 @@ def _checked(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
             batch = next(it)
         except StopIteration:
             return
-        except (duckdb.Error, pa.ArrowException) as exc:
+        except (duckdb.Error, pa.ArrowException, OSError) as exc:  # Arrow's IO status: OSError
             raise query_error(exc) from exc
         yield batch

@@ -1,8 +1,10 @@
 """OfflineStore: Hive-partitioned Parquet per view, an in-memory Arrow buffer, DuckDB queries.
 
-This module owns the write side (views, append, buffer, flush, manifest, compaction, lifecycle)
-and the snapshots reads pin; the reads themselves (scans, latest rows, joins, exports) live in
-`offline/reads.py`, which the store composes and its read methods delegate to.
+This module owns the store's state (views, buffers, pins, locks), view registration and the
+lifecycle, and is the table of contents of its methods: the write side (append, flush) lives in
+`offline/flusher.py`, compaction, deletes, retention and the background thread in
+`offline/maintenance.py`, snapshots and file pins in `offline/file_pins.py`, and the reads (scans,
+latest rows, joins, exports) in `offline/reads.py`, which the store composes.
 
 Invariants:
 - The manifest names exactly the visible Parquet files; a file is written completely (temp,
@@ -10,7 +12,9 @@ Invariants:
   file. On open, files the manifest does not name (and temp files) are deleted.
 - Every query reads a snapshot: the files and buffer batches of the moment it started. Flush
   and compaction install new file lists atomically with the buffer change; files they replace
-  are deleted only when no snapshot uses them.
+  are deleted only when no snapshot uses them, and files compaction or retention replaces
+  (`file_pins.retire_files`, recorded in `retired.json`) only `snapshot_grace_s` after that, for
+  readers of a listed snapshot (`snapshot_files`) in other engines; reopen keeps those too.
 - `durable_seq(view)` is the highest seq whose rows are all in manifest-named Parquet.
 Thread-safety: one writer thread appends while any number of threads query; flush and
 compaction (explicit or background) are serialized by `_io_lock`; `_lock` guards the in-memory
@@ -19,27 +23,26 @@ state and is never held during I/O other than a file deletion.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
-from offline._fsio import fsync_dir
-from offline._view import Buffered, View
-from offline.compaction import partitions_to_compact, read_partition
-from offline.errors import OfflineError, SchemaMismatchError, UnknownViewError
+from offline import file_pins, flusher, maintenance
+from offline._view import View
+from offline.errors import OfflineError, SchemaMismatchError, UnknownViewError, query_error
 from offline.feature_query import ExportResult, FeatureQuery
 from offline.latest import LatestBuckets
 from offline.manifest import (
-    FileEntry,
     ViewState,
     check_and_clean,
     read_manifest,
@@ -47,10 +50,12 @@ from offline.manifest import (
 )
 from offline.names import check_identifier, literal_path
 from offline.options import OfflineOptions
-from offline.partition import partition_dir, split_by_day, write_part
 from offline.reads import SPILL_PREFIX, Reads
-from offline.schema import check_evolution, conform_batch, normalize_schema, pad_to, stored_schema
-from offline.source import ViewSnapshot
+from offline.retention import RetentionPolicy, count_before
+from offline.retired import RetiredFiles
+from offline.schema import check_evolution, normalize_schema
+from offline.snapshot_files import describe_snapshot
+from offline.timestamps import scalar_to_ns
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +83,14 @@ class OfflineStore:
             view = View(name, st.schema, st.keys, st.durable_seq, st.files)
             view.last_seq = max([st.durable_seq] + [f.max_seq for f in st.files])
             self._views[name] = view
-        check_and_clean(self._dir, {n: v.files for n, v in self._views.items()}, _DUCKDB_TMP)
+        # Replaced files within their grace period stay: a listed snapshot may name them.
+        self._retired = RetiredFiles(self._dir, fsync=self._options.fsync)
+        self._reap_due = 0.0  # GUARDED_BY(_lock): no retired file's grace ends before this
+        named = {n: v.files for n, v in self._views.items()}
+        keep = self._retired.reopen(self._dir, named, self._options.snapshot_grace_s)
+        check_and_clean(self._dir, named, _DUCKDB_TMP, keep)
+        self._obsolete.update(self._dir / p for p in keep)
+        self._retention = RetentionPolicy(self._dir, self._options.fsync)
         temp_root = self._dir / _DUCKDB_TMP
         for leftover in temp_root.glob(f"{SPILL_PREFIX}*"):  # spills of a crashed process
             shutil.rmtree(leftover, ignore_errors=True)
@@ -89,13 +101,19 @@ class OfflineStore:
         if self._options.duckdb_threads:
             config["threads"] = self._options.duckdb_threads
         self._con = duckdb.connect(":memory:", config=config)  # immutable; cursors per read
-        self._reads = Reads(self._snapshot, self._release, self._cursor, self._options, temp_root)
+        pins = (
+            functools.partial(file_pins.snapshot, self),
+            functools.partial(file_pins.release, self),
+        )
+        self._reads = Reads(*pins, self._cursor, self._options, temp_root)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         if self._options.background:
             self._thread = threading.Thread(
-                target=self._background, name="offline-flush", daemon=True
+                target=functools.partial(maintenance.background, self),
+                name="offline-flush",
+                daemon=True,
             )
             self._thread.start()
 
@@ -172,95 +190,11 @@ class OfflineStore:
 
         A seq at or below `durable_seq(view)` is already in Parquet (a replay) and is ignored.
         """
-        self._check_open()
-        with self._lock:
-            v = self._view(view)
-            schema, keys, durable, last = v.schema, v.keys, v.durable_seq, v.last_seq
-        if seq <= durable:
-            log.debug("offline: view %s seq %d already durable, ignored", view, seq)
-            return
-        if seq <= last:
-            raise OfflineError(
-                f"view {view!r}: seq {seq} is not above the last appended seq {last}; "
-                "batches must be appended in commit order"
-            )
-        table = conform_batch(view, schema, keys, batch, seq)
-        if table.num_rows == 0:
-            return
-        now = time.monotonic()
-        with self._lock:
-            v.buffer.append(Buffered(seq, table, now))
-            v.buffer_rows += table.num_rows
-            v.last_seq = seq
-            rows, oldest = v.buffer_rows, v.buffer[0].appended_at
-        opts = self._options
-        full = rows >= opts.buffer_rows
-        old = now - oldest >= opts.buffer_age_s
-        if opts.background and rows < opts.buffer_rows * opts.backpressure_factor:
-            if full:
-                self._wake.set()
-        elif full or old:
-            self.flush(view)
+        flusher.append(self, view, batch, seq)
 
     def flush(self, view: str | None = None) -> None:
         """Write buffered rows to Parquet (one file per touched date) and record durable_seq."""
-        with self._io_lock:
-            names = [view] if view is not None else sorted(self._views)
-            for name in names:
-                with self._lock:
-                    v = self._view(name)
-                self._flush_view(v)
-
-    def _flush_view(self, v: View) -> None:
-        with self._lock:
-            batches = list(v.buffer)
-            schema = stored_schema(v.schema)
-        if not batches:
-            return
-        started = time.perf_counter()
-        table = pa.concat_tables([pad_to(b.table, schema) for b in batches])
-        view_dir = self._dir / v.name
-        new_dirs = not view_dir.exists()
-        taken = {f.path for f in v.files}
-        parts = split_by_day(table, v.keys)
-        new_dirs = new_dirs or any(not (view_dir / partition_dir(d)).exists() for d, _ in parts)
-        # Partitions are independent files: encode and compress them in parallel (pyarrow
-        # releases the GIL); each is still published atomically on its own.
-        with ThreadPoolExecutor(self._options.flush_threads) as pool:
-            entries = list(pool.map(lambda dp: self._write(view_dir, dp[0], dp[1], taken), parts))
-        if new_dirs and self._options.fsync:
-            fsync_dir(view_dir)
-            fsync_dir(self._dir)
-        states = self._states()
-        durable = batches[-1].seq
-        states[v.name] = ViewState(v.schema, v.keys, durable, v.files + tuple(entries))
-        write_manifest(self._dir, states, fsync=self._options.fsync)
-        with self._lock:
-            v.files = v.files + tuple(entries)
-            v.durable_seq = durable
-            del v.buffer[: len(batches)]
-            v.buffer_rows -= table.num_rows
-        log.info(
-            "offline: flushed %d rows of %s into %d files up to seq %d in %.3fs",
-            table.num_rows,
-            v.name,
-            len(entries),
-            durable,
-            time.perf_counter() - started,
-        )
-
-    def _write(self, view_dir: Path, day: int, table: pa.Table, taken: set[str]) -> FileEntry:
-        o = self._options
-        return write_part(
-            view_dir,
-            day,
-            table,
-            compression=o.compression,
-            compression_level=o.compression_level,
-            row_group_rows=o.row_group_rows,
-            fsync=o.fsync,
-            taken=taken,
-        )
+        flusher.flush(self, view)
 
     def compact(self, view: str | None = None, min_files: int = 2) -> None:
         """Merge each partition holding >= `min_files` files into one file, atomically.
@@ -268,101 +202,18 @@ class OfflineStore:
         Queries running meanwhile keep reading the files they started with; those are deleted
         once released. Query results are unchanged (the same rows, `_seq` and `_row` kept).
         """
-        self._check_open()
-        with self._io_lock:
-            names = [view] if view is not None else sorted(self._views)
-            for name in names:
-                with self._lock:
-                    v = self._view(name)
-                self._compact_view(v, max(2, min_files))
+        maintenance.compact(self, view, min_files)
 
-    def _compact_view(self, v: View, min_files: int) -> None:
-        view_dir = self._dir / v.name
-        schema = stored_schema(v.schema)
-        for day, group in partitions_to_compact(v.files, min_files):
-            started = time.perf_counter()
-            rows = read_partition(v.name, view_dir, day, group, schema, v.keys)
-            merged = self._write(view_dir, day, rows, {f.path for f in v.files})
-            replaced = {f.path for f in group}
-            files = tuple(f for f in v.files if f.path not in replaced) + (merged,)
-            states = self._states()
-            states[v.name] = ViewState(v.schema, v.keys, v.durable_seq, files)
-            write_manifest(self._dir, states, fsync=self._options.fsync)
-            with self._lock:
-                v.files = files
-                self._obsolete.update(view_dir / p for p in replaced)
-            self._reap()
-            log.info(
-                "offline: compacted %d files of %s/%s (%d rows) in %.3fs",
-                len(group),
-                v.name,
-                partition_dir(day),
-                merged.rows,
-                time.perf_counter() - started,
-            )
+    def delete(self, view: str, entities: pa.Table, seq: int) -> np.ndarray:
+        """Remove every row of `entities` (the view's join-key columns, unique rows) committed
+        before `seq`: the buffer is flushed, the files holding them are rewritten without them,
+        and the manifest names the new files with durable_seq = `seq`, in one write. Returns,
+        per entity, whether the view held a row of it. A `seq` at or below durable_seq (a replay
+        of a delete already applied) changes nothing. Queries running meanwhile keep the files
+        they started with; those are deleted once released."""
+        return maintenance.delete(self, view, entities, seq)
 
-    def _reap(self) -> None:
-        """Delete replaced files that no snapshot reads any more."""
-        with self._lock:
-            dead = [p for p in self._obsolete if self._refs[p] == 0]
-            self._obsolete.difference_update(dead)
-        for path in dead:
-            path.unlink(missing_ok=True)
-
-    def _background(self) -> None:
-        opts = self._options
-        while not self._stop.is_set():
-            self._wake.wait(opts.background_interval_s)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            try:
-                now = time.monotonic()
-                with self._lock:
-                    due = [
-                        name
-                        for name, v in self._views.items()
-                        if v.due(now, opts.buffer_rows, opts.buffer_age_s)
-                    ]
-                for name in due:
-                    self.flush(name)
-                with self._io_lock:
-                    for name in sorted(self._views):
-                        self._compact_view(self._views[name], opts.compact_min_files)
-            except (OfflineError, OSError, pa.ArrowException):
-                log.exception("offline: background flush/compaction failed; will retry")
-
-    # ----------------------------------------------------------------- snapshots
-
-    def _snapshot(self, views: list[str]) -> dict[str, ViewSnapshot]:
-        """Consistent snapshots of `views`; their files are pinned until `_release`."""
-        self._check_open()
-        with self._lock:
-            snaps = {}
-            for name in dict.fromkeys(views):
-                v = self._view(name)
-                snaps[name] = ViewSnapshot(
-                    view=name,
-                    schema=v.schema,
-                    keys=v.keys,
-                    view_dir=self._dir / name,
-                    files=v.files,
-                    buffer=tuple(b.table for b in v.buffer),
-                    max_seq=v.last_seq,
-                )
-                for f in v.files:
-                    self._refs[self._dir / name / f.path] += 1
-        return snaps
-
-    def _release(self, snaps: dict[str, ViewSnapshot]) -> None:
-        with self._lock:
-            for snap in snaps.values():
-                for f in snap.files:
-                    path = snap.view_dir / f.path
-                    self._refs[path] -= 1
-                    if self._refs[path] <= 0:
-                        del self._refs[path]
-        self._reap()
+    # ----------------------------------------------------------------- cursors
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         self._check_open()
@@ -410,13 +261,18 @@ class OfflineStore:
         queries: list[FeatureQuery],
         as_of_seq: int | None = None,
         full_feature_names: bool = False,
+        null_before: dict[str, int] | None = None,
     ) -> pa.Table:
         """Point-in-time join: the entity table, unchanged and in order, plus feature columns.
 
         For each query, each entity row gets the latest feature row (version order) with
         `entity_ts - ttl <= event_timestamp <= entity_ts`, or nulls. See `pit_join`.
+        `null_before` ({view: ns}): entity rows before a view's cutoff read null for its
+        features (outside retention; see offline/retention.py).
         """
-        return self._reads.get_historical(entities, queries, as_of_seq, full_feature_names)
+        return self._reads.get_historical(
+            entities, queries, as_of_seq, full_feature_names, null_before
+        )
 
     def export(
         self,
@@ -425,14 +281,84 @@ class OfflineStore:
         out_path: str | os.PathLike[str],
         as_of_seq: int | None = None,
         full_feature_names: bool = False,
+        null_before: dict[str, int] | None = None,
     ) -> ExportResult:
         """Stream the point-in-time join to a Parquet file through DuckDB `COPY ... TO`.
 
         Memory stays within the DuckDB memory limit (it spills beyond it); entity rows from a
         Parquet path never enter Python. The file appears atomically (temp + rename).
         `seq` is the sequence the export reflects: `as_of_seq`, or the highest seq appended.
+        `null_before`: as in `get_historical`.
         """
-        return self._reads.export(entities, queries, out_path, as_of_seq, full_feature_names)
+        return self._reads.export(
+            entities, queries, out_path, as_of_seq, full_feature_names, null_before
+        )
+
+    def export_as_of(
+        self,
+        queries: list[FeatureQuery],
+        ts: object,
+        out_path: str | os.PathLike[str],
+        as_of_seq: int | None = None,
+        full_feature_names: bool = False,
+        null_before: dict[str, int] | None = None,
+    ) -> ExportResult:
+        """Export the latest row of every entity at instant `ts` (no entity list): one row per
+        key with a row in `[ts - ttl, ts]` of some queried view, `event_timestamp = ts`, the
+        features as a point-in-time join at `ts`; ordered by key, streamed in bounded memory
+        (see offline/entities_as_of.py). The views must share their join keys."""
+        ts_ns = scalar_to_ns(ts, "entities_as_of")
+        return self._reads.export_as_of(
+            queries, ts_ns, out_path, as_of_seq, full_feature_names, null_before
+        )
+
+    def snapshot_files(self, view: str, as_of_seq: int | None = None) -> dict:
+        """The Parquet files of `view` as of `as_of_seq` (default: the last seq appended) for
+        another engine, after flushing the view's buffer (offline/snapshot_files.py)."""
+        self._check_open()
+        target = self.max_seq() if as_of_seq is None else as_of_seq
+        self.flush(view)
+        with self._lock:
+            v, last = self._view(view), max(w.last_seq for w in self._views.values())
+            state, complete = v.state(), (v.buffer[0].seq - 1 if v.buffer else max(target, last))
+        grace = self._options.snapshot_grace_s
+        return describe_snapshot(state, self._dir / view, target, complete, grace)
+
+    # ----------------------------------------------------------------- retention
+
+    def set_retention(self, view: str, retention_ns: int) -> None:
+        """Keep only partitions holding events at or after `now - retention_ns` (0: keep all);
+        expired ones are dropped by the background thread and by `drop_expired`."""
+        maintenance.set_retention(self, view, retention_ns)
+
+    def drop_expired(self, now_ns: int | None = None) -> dict[str, dict[str, int]]:
+        """Drop, atomically per view, the partitions lying entirely before `now - retention`
+        (`now_ns`, default the wall clock): the retention record, then the manifest, first;
+        the files are retired like compaction's. {view: {"partitions", "files", "rows",
+        "bytes"}} of the views that dropped."""
+        return maintenance.drop_expired(self, now_ns)
+
+    def rows(self) -> dict[str, int]:
+        """{view: rows held}: in manifest-named files plus buffered."""
+        with self._lock:
+            return {n: sum(f.rows for f in v.files) + v.buffer_rows for n, v in self._views.items()}
+
+    def retained_floor_ns(self, view: str) -> int | None:
+        """Rows of `view` with an event time before this are dropped (or about to be) by
+        retention; None when it has neither a retention nor a past drop."""
+        return self._retention.floor_ns(view, time.time_ns())
+
+    def count_before(
+        self, entities: pa.Table | str | os.PathLike[str], cutoffs: dict[str, int]
+    ) -> dict[str, int]:
+        """Per view of `cutoffs` ({view: ns}), the entity rows with event_timestamp before it."""
+        con = self._cursor()
+        try:
+            return count_before(entities, cutoffs, con)
+        except (duckdb.Error, pa.ArrowException) as exc:
+            raise query_error(exc) from exc
+        finally:
+            con.close()
 
     def durable_seq(self, view: str) -> int:
         with self._lock:

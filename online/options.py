@@ -41,6 +41,9 @@ class TreeOptions:
     l0_stop_writes: writers wait while L0 holds this many sstables (at least l0_trigger + 1), so
         that ingest faster than compaction cannot pile up L0 files that every lookup must check
         (RocksDB's level0_stop_writes_trigger, 36 there with slowdowns from 20).
+    purge_ttl_ns: when > 0, a compaction that writes the deepest level drops rows whose event
+        time is older than its own now - purge_ttl_ns (reads already answer them as expired);
+        0 keeps them. The feature store passes the view's ttl.
     build_ns_per_key_prior: analyzer's build-cost estimate until a model has been built (a
         typical PLR build cost, see bench/RESULTS.md).
     learned_saving_prior: analyzer's estimate of the fraction of lookup time a model saves, until
@@ -63,6 +66,7 @@ class TreeOptions:
     l0_stop_writes: int = 20
     build_ns_per_key_prior: float = 15.0
     learned_saving_prior: float = 0.3
+    purge_ttl_ns: int = 0
 
     def __post_init__(self) -> None:
         if self.index not in INDEX_MODES:
@@ -89,6 +93,8 @@ class TreeOptions:
             raise OnlineError(
                 f"TreeOptions.bloom_bits_per_key must be >= 1, got {self.bloom_bits_per_key}"
             )
+        if self.purge_ttl_ns < 0:
+            raise OnlineError(f"TreeOptions.purge_ttl_ns must be >= 0, got {self.purge_ttl_ns}")
         if self.max_immutable < 1:
             raise OnlineError(f"TreeOptions.max_immutable must be >= 1, got {self.max_immutable}")
         if self.l0_stop_writes <= self.l0_trigger:

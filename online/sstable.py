@@ -39,6 +39,9 @@ _META_KEY = b"rickhouse"
 _EMPTY_SEGS = np.zeros((1, 2), dtype=np.uint64)
 _EMPTY_SEGF = _EMPTY_SEGS.view(np.float32)
 _EMPTY_I32 = np.zeros(2, dtype=np.int32)
+# bytes before a released row range also released (see SSTable.release_rows): the largest
+# page-cache folio a fault maps at once (a PMD, 2 MiB on x86-64 and arm64 with 4 KiB pages)
+_RELEASE_BEHIND = 2 << 20
 
 
 _MIN_TS = -(2**63)  # max_event_ts / max_created_ts of an empty table
@@ -158,6 +161,10 @@ class SSTable:
         self.fstride = max(1, BLOCK_BYTES // layout.rowbytes)
         self.fences = np.ascontiguousarray(self.keys[:: self.fstride])
         self.block_build_ns = time.perf_counter_ns() - t0
+        # building the filter and fences read every key: let those pages go, or a store's
+        # resident memory after open would grow with all its keys (lookups fault back in the
+        # pages they read, from the page cache)
+        self.release_rows(0, n)
         self.model: PLRModel | None = None
         self.delta = 0
         # (mode, fences, PLR segments, their float32 view, radix, radix shift, radix kind):
@@ -256,6 +263,45 @@ class SSTable:
             idx[5], idx[6], self.fstride, self.delta, self.bloom.words, use_bloom, hq, out, loc,
             srcid,
         )  # fmt: skip
+
+    def release_rows(self, lo: int, hi: int) -> None:
+        """Drop the mapped pages of rows [lo, hi) (keys, records, string offsets and data) from
+        this process's resident memory: a scan calls it on the rows it has passed. The mapping
+        is private and never written, so a page touched again is read back from the file (the
+        page cache); nothing is lost, only residency. Pages shared with neighbouring rows go
+        too (they fault back in when next read), and so do up to `_RELEASE_BEHIND` bytes before
+        row `lo` in each buffer: the kernel maps a whole page-cache folio on a fault, so reading
+        the rows of one range maps back pages of the range before it."""
+        lo, hi = max(0, lo), min(len(self.keys), hi)
+        if lo >= hi:
+            return
+        self._release(self.keys, lo, hi, 8)
+        self._release(self.records.reshape(-1), lo, hi, self.layout.rowbytes)
+        for col in self._strings.values():
+            width = 8 if pa.types.is_large_string(col.type) else 4
+            offsets = col.buffers()[1]
+            first = offsets.address + col.offset * width
+            self._release_span(first, first + lo * width, first + (hi + 1) * width)
+            ends = np.frombuffer(offsets, dtype=np.int64 if width == 8 else np.int32)
+            data = col.buffers()[2]
+            if data is not None:
+                a, b = int(ends[col.offset + lo]), int(ends[col.offset + hi])
+                start = data.address + int(ends[col.offset])
+                self._release_span(start, data.address + a, data.address + b)
+
+    def _release(self, arr: np.ndarray, lo: int, hi: int, width: int) -> None:
+        start = arr.ctypes.data
+        self._release_span(start, start + lo * width, start + hi * width)
+
+    def _release_span(self, floor: int, start: int, end: int) -> None:
+        """MADV_DONTNEED on the pages holding addresses [start - _RELEASE_BEHIND, end) of the
+        mapping, not below address `floor` (the buffer's first byte)."""
+        start = max(floor, start - _RELEASE_BEHIND)
+        base = self._base.ctypes.data
+        a = (start - base) // mmap.PAGESIZE * mmap.PAGESIZE
+        b = min(len(self._mm), -(-(end - base) // mmap.PAGESIZE) * mmap.PAGESIZE)
+        if 0 <= a < b:
+            self._mm.madvise(mmap.MADV_DONTNEED, a, b - a)
 
     def string_values(self, field: Field, positions: np.ndarray) -> list:
         """Python values (str or None) of string field `field` at record positions."""

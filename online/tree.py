@@ -4,7 +4,7 @@ memtable -> (freeze) -> L0 sstables -> L1 .. Ln, each level about `size_ratio` x
 each level below L0 is one sorted run. See DESIGN.md "Online engine". This module coordinates
 the write path and its stalls, flushes, compactions, the analyzer, stats and close; beside it:
 opening (recovery.py), the structure and read path (version.py), structure changes
-(version_edit.py, version_set.py), compaction picking (compaction.py), scans (scan.py) and the
+(version_edit.py, version_set.py), writes and write stalls (write_path.py), compaction picking (compaction.py), scans (scan.py) and the
 background threads (background.py).
 
 Invariant: for every key, the first container on the lookup path (memtable, frozen memtables, L0
@@ -36,6 +36,8 @@ import numpy as np
 import pyarrow as pa
 
 from online import scan as scans
+from online import tombstones as tombs
+from online import write_path
 from online.analyzer import Analyzer
 from online.background import Background
 from online.compaction import Compaction, full_compaction, pick_compaction
@@ -92,6 +94,9 @@ class LSMTree:
         tables = [t for _, t in version.tables()]
         self._max_ev = max((t.max_event_ts for t in tables), default=_MIN_TS)
         self._max_cr = max((t.max_created_ts for t in tables), default=_MIN_TS)
+        # whether any tombstone may be stored: reads then hide them; set once, never reset
+        self._has_tombstones = any(t.meta["max_seq"] >= tombs.TOMBSTONE_BIT for t in tables)
+        self._purged = {"tombstones": 0, "expired": 0}  # GUARDED_BY(_compact_lock)
         self._versions = VersionSet(self.path, man, version)
         interval = max(0.01, min(1.0, self.options.t_wait_s / 2 or 0.05))
         work = (self._flush_frozen, self._maintain, self._has_frozen)
@@ -144,64 +149,19 @@ class LSMTree:
     ) -> None:
         """Apply one validated batch with sequence number `seq` (> every earlier seq). Keeps the
         latest version per key under (event_ts, created_ts, seq, position in the batch)."""
-        self._check_open()
-        keys = as_keys(keys)
-        ev = np.ascontiguousarray(event_ts, dtype=np.int64)
-        cr = np.ascontiguousarray(created_ts, dtype=np.int64)
-        if not (len(keys) == len(ev) == len(cr)):
-            raise OnlineError(
-                f"keys, event_ts and created_ts differ in length ({len(keys)}, {len(ev)}, {len(cr)})"
-            )
-        self._wait_for_flushes()
-        with self._write_lock:
-            self._check_open()
-            if seq <= self._last_seq:
-                raise OnlineError(f"seq {seq} is not above the last written seq {self._last_seq}")
-            records, strings = self._layout.pack(ev, cr, seq, features)
-            mem = self._versions.current.mems[0]
-            if len(keys):
-                rows = self._latest_rows(keys, ev, cr)
-                if mem.nrows and mem.nrows + len(rows) > mem.capacity:
-                    # full before the memory budget (short rows): start a new memtable rather
-                    # than grow this one by copying it
-                    self._freeze()
-                    mem = self._versions.current.mems[0]
-                mem.insert(keys, records, rows, strings)
-                self._max_ev = max(self._max_ev, int(ev.max()))
-                self._max_cr = max(self._max_cr, int(cr.max()))
-            mem.max_seq = seq
-            self._last_seq = seq
-            if mem.nbytes >= self.options.memtable_bytes:
-                self._freeze()
-        if self._versions.current.mems[1:]:
-            if self.options.background:
-                self._bg.wake()
-            else:
-                self._flush_frozen()
-                self._maintain()
+        write_path.write(self, seq, keys, event_ts, created_ts, features)
 
-    def _latest_rows(self, keys: np.ndarray, ev: np.ndarray, cr: np.ndarray) -> np.ndarray:
-        """Rows of the batch to apply, in batch order: those not older than the version already
-        visible in the tree. (Among rows of one key in the batch, the memtable insert keeps the
-        latest: it applies them in order and a later row wins ties.)"""
-        if int(ev.min()) >= self._max_ev and int(cr.min()) >= self._max_cr:
-            # every row is at least as new as anything stored (the common case of a stream
-            # written in event-time order): no stored version can win, skip the lookup
-            return np.arange(len(keys), dtype=np.int64)
-        return self._versions.current.newer_rows(self._layout, keys, ev, cr)
-
-    def _wait_for_flushes(self) -> None:
-        if not self.options.background:
-            return
-        opts = self.options
-
-        def behind() -> bool:
-            v = self._versions.current
-            return (
-                len(v.mems) > opts.max_immutable or len(v.levels[0]) >= opts.l0_stop_writes
-            ) and (self._bg.error is None and not self._closed)
-
-        self._bg.wait_while(behind)
+    def delete(
+        self,
+        seq: int,
+        keys: np.ndarray,
+        event_ts: np.ndarray,
+        created_ts: np.ndarray,
+        features: pa.RecordBatch | pa.Table | None = None,
+    ) -> None:
+        """Write tombstones of `keys` (unique) with sequence number `seq` (> every earlier seq);
+        see online/write_path.py `delete`."""
+        write_path.delete(self, seq, keys, event_ts, created_ts, features)
 
     def _new_memtable(self) -> Memtable:
         # sized for a full memtable up front: np.zeros maps pages lazily, and growing by copies
@@ -225,20 +185,22 @@ class LSMTree:
         self._check_open()
         q = as_keys(keys)
         records, loc, sources = self._versions.current.lookup(self._layout, q)
+        if self._has_tombstones:
+            tombs.hide_tombstones(self._layout, records, loc)
         return LookupResult(self._layout, records, loc, sources)
 
     def scan(self) -> pa.Table:
         """All live latest rows sorted by key: key, event_timestamp, created_timestamp, seq, then
         the features."""
         self._check_open()
-        return scans.scan(self._versions.current, self._layout)
+        return tombs.live_rows(scans.scan(self._versions.current, self._layout))
 
     def scan_chunks(self, rows: int = 1 << 20) -> Iterator[pa.Table]:
         """The rows of `scan()`, in key order, as tables of about `rows` rows each (a key range
         per table), all read from the one version current at the call: memory is bounded by
         `rows` (plus the memtables), whatever the size of the tree."""
         self._check_open()
-        return scans.scan_chunks(self._versions.current, self._layout, rows)
+        return tombs.live_chunks(scans.scan_chunks(self._versions.current, self._layout, rows))
 
     # ---- flush ----------------------------------------------------------------------------
 
@@ -294,6 +256,8 @@ class LSMTree:
             self.flush()
             with self._compact_lock:
                 c = full_compaction(self._versions.current)
+                if c is None and (self._has_tombstones or self.options.purge_ttl_ns):
+                    c = tombs.rewrite_all(self._versions.current.tables())
                 if c is not None:
                     self._compact(c)
         else:
@@ -318,6 +282,7 @@ class LSMTree:
         _compact_lock)."""
         t0 = time.perf_counter()
         keys, recs, strings = merge_runs([table_run(t) for _, t in c.inputs], self._layout)
+        keys, recs, strings = self._purge(c, keys, recs, strings)
         table = self._write_table(keys, recs, strings) if len(keys) else None
         self._versions.log_and_apply(c.edit(table))
         self._compactions += 1
@@ -329,6 +294,21 @@ class LSMTree:
         log.info(
             "compacted %d sstables into L%d (%d keys) in %.2fs", n, c.output_level, len(keys), s
         )
+
+    def _purge(self, c: Compaction, keys: np.ndarray, recs: np.ndarray, strings: dict) -> tuple:
+        """A merge's output without tombstones and expired rows, when it writes the deepest
+        level (caller holds _compact_lock); see online/tombstones.py."""
+        below = self._versions.current.levels[c.output_level + 1 :]
+        if any(below):
+            return keys, recs, strings
+        ttl = self.options.purge_ttl_ns
+        expire = time.time_ns() - ttl if ttl > 0 else None
+        keys, recs, strings, dropped, expired = tombs.purge_run(
+            self._layout, keys, recs, strings, True, expire
+        )
+        self._purged["tombstones"] += dropped
+        self._purged["expired"] += expired
+        return keys, recs, strings
 
     # ---- analyzer -------------------------------------------------------------------------
 
@@ -374,6 +354,7 @@ class LSMTree:
             "write_stall_s": round(self._bg.stall_s, 3),
             "durable_seq": self._versions.durable_seq,
             "last_seq": self._last_seq,
+            "purged": dict(self._purged),  # tombstones and expired rows dropped by compaction
         }
 
     def close(self) -> None:

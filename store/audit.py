@@ -19,6 +19,7 @@ null). Pure function over two Arrow tables. The caller holds ingests for the aud
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -102,10 +103,35 @@ def _equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 CHUNK_ROWS = 1 << 20  # online rows per scan chunk (one spill file each)
 
 
-def audit_view(view: FeatureView, off: OfflineStore, storage: str, tree: LSMTree) -> dict[str, Any]:
+def audit_view(
+    view: FeatureView,
+    off: OfflineStore,
+    storage: str,
+    tree: LSMTree,
+    floor_ns: int | None = None,
+) -> dict[str, Any]:
     """{"entities", "online_entities", "mismatches", "examples"} of one view: the offline store's
     latest row per entity (view `storage` of `off`) against the online `tree`, in bounded
-    memory (see the module docstring)."""
+    memory (see the module docstring). `floor_ns`: rows with an older event time are left out
+    on both sides (offline history dropped by retention; store/retention.py)."""
+    if floor_ns is not None:
+        compare = _since_floor(compare_tables, floor_ns)
+        return _audit(view, off, storage, tree, compare)
+    return _audit(view, off, storage, tree, compare_tables)
+
+
+def _since_floor(compare: Any, floor_ns: int) -> Any:
+    def since(table: pa.Table) -> pa.Table:
+        ts = _chunk(table.column("event_timestamp"))
+        ns = ts.cast(pa.int64()) if pa.types.is_timestamp(ts.type) else ts
+        return table.filter(pc.greater_equal(ns, floor_ns))
+
+    return lambda view, offline, online: compare(view, since(offline), since(online))
+
+
+def _audit(
+    view: FeatureView, off: OfflineStore, storage: str, tree: LSMTree, compare_tables: Any
+) -> dict[str, Any]:
     with off.latest_buckets(storage) as parts:
         if parts.buckets == 1:
             chunks = list(tree.scan_chunks(CHUNK_ROWS))
@@ -146,54 +172,110 @@ def compare_tables(view: FeatureView, offline: pa.Table, online: pa.Table) -> di
     """{"entities", "online_entities", "mismatches", "examples"} for one view.
 
     offline: off.latest_per_entity(view); online: tree.scan(). An entity on one side only, or
-    any differing column, counts as one mismatch.
+    any differing column, counts as one mismatch. Views with one int64 key whose sides both come
+    sorted by key (the bucketed audit) are joined by a merge, with no sort and no hashing.
     """
     off_key = _offline_key(view, offline)
     on_key = _online_key(view, online)
-    off_order = np.asarray(pc.sort_indices(off_key))
-    on_order = np.asarray(pc.sort_indices(on_key))
-    off_sorted, on_sorted = off_key.take(off_order), on_key.take(on_order)
-    in_both_off = np.asarray(pc.is_in(off_sorted, value_set=on_sorted))
-    in_both_on = np.asarray(pc.is_in(on_sorted, value_set=off_sorted))
+    pairs = _sorted_pairs(off_key, on_key) if not view.hashed else None
+    if pairs is None:
+        pairs = _hashed_pairs(off_key, on_key)
     examples: list[dict[str, Any]] = []
-    only_off = off_sorted.filter(pa.array(~in_both_off))
-    only_on = on_sorted.filter(pa.array(~in_both_on))
-    for k in only_off[:MAX_EXAMPLES].to_pylist():
+    for k in pairs.only_off[:MAX_EXAMPLES].to_pylist():
         examples.append({"entity": k, "problem": "offline only"})
-    for k in only_on[: max(0, MAX_EXAMPLES - len(examples))].to_pylist():
+    for k in pairs.only_on[: max(0, MAX_EXAMPLES - len(examples))].to_pylist():
         examples.append({"entity": k, "problem": "online only"})
-    off_idx = off_order[in_both_off]
-    on_idx = on_order[in_both_on]
-    if len(off_idx) != len(on_idx):  # duplicate entities on one side
-        dup = len(off_idx) - len(pc.unique(off_key)) or len(on_idx) - len(pc.unique(on_key))
-        examples.append({"entity": None, "problem": f"{abs(dup)} duplicate entities"})
-        return _report(view, offline, online, len(only_off) + len(only_on) + abs(dup), examples)
-    bad = np.zeros(len(off_idx), dtype=bool)
+    alone = len(pairs.only_off) + len(pairs.only_on)
+    if pairs.duplicates:
+        examples.append({"entity": None, "problem": f"{pairs.duplicates} duplicate entities"})
+        return _report(view, offline, online, alone + pairs.duplicates, examples)
+    bad = np.zeros(len(pairs.both), dtype=bool)
     bad_cols: dict[int, list[str]] = {}
-    pairs = [
+    columns = [
         ("event_timestamp", "event_timestamp"),
         ("created_timestamp", "created_timestamp"),
         ("_seq", "seq"),
     ]
-    pairs += [(f.name, f.name) for f in view.features]
+    columns += [(f.name, f.name) for f in view.features]
     on_names = set(online.column_names)
-    off_take, on_take = pa.array(off_idx), pa.array(on_idx)
-    both_keys = off_sorted.filter(pa.array(in_both_off))
-    for off_name, on_name in pairs:
-        a = _chunk(offline.column(off_name)).take(off_take)
+    for off_name, on_name in columns:
+        a = pairs.take_off(_chunk(offline.column(off_name)))
         if on_name in on_names:
-            b = _chunk(online.column(on_name)).take(on_take)
+            b = pairs.take_on(_chunk(online.column(on_name)))
         else:  # a feature the online side has never seen reads null
-            b = pa.nulls(len(on_idx), a.type)
+            b = pa.nulls(len(pairs.both), a.type)
         same = _same(a, b)
         for i in np.flatnonzero(~same)[:MAX_EXAMPLES].tolist():
             bad_cols.setdefault(i, []).append(off_name)
         bad |= ~same
     for i in np.flatnonzero(bad)[: max(0, MAX_EXAMPLES - len(examples))].tolist():
         examples.append(
-            {"entity": both_keys[i].as_py(), "problem": "differs", "columns": bad_cols.get(i, [])}
+            {"entity": pairs.both[i].as_py(), "problem": "differs", "columns": bad_cols.get(i, [])}
         )
-    return _report(view, offline, online, int(bad.sum()) + len(only_off) + len(only_on), examples)
+    return _report(view, offline, online, int(bad.sum()) + alone, examples)
+
+
+@dataclass(frozen=True)
+class _Pairs:
+    """The entities of both sides matched: positions of the common ones on each side (None:
+    all rows, in order), their keys, the keys found on one side only, and the duplicate count
+    (nonzero: the sides cannot be paired)."""
+
+    off_idx: np.ndarray | None
+    on_idx: np.ndarray | None
+    both: pa.Array
+    only_off: pa.Array
+    only_on: pa.Array
+    duplicates: int = 0
+
+    def take_off(self, col: pa.Array) -> pa.Array:
+        return col if self.off_idx is None else col.take(pa.array(self.off_idx))
+
+    def take_on(self, col: pa.Array) -> pa.Array:
+        return col if self.on_idx is None else col.take(pa.array(self.on_idx))
+
+
+def _sorted_pairs(off_key: pa.Array, on_key: pa.Array) -> _Pairs | None:
+    """Merge join of int64 keys sorted ascending and unique on both sides (None otherwise)."""
+    off = off_key.to_numpy(zero_copy_only=False)
+    on = on_key.to_numpy(zero_copy_only=False)
+    if not (_strictly_increasing(off) and _strictly_increasing(on)):
+        return None
+    if np.array_equal(off, on):  # the common case: one to one, nothing to take
+        empty = pa.array([], pa.int64())
+        return _Pairs(None, None, off_key, empty, empty)
+    pos = np.searchsorted(on, off)
+    found = pos < len(on)
+    found[found] = on[pos[found]] == off[found]
+    off_idx = np.flatnonzero(found)
+    on_idx = pos[found]
+    on_seen = np.zeros(len(on), dtype=bool)
+    on_seen[on_idx] = True
+    return _Pairs(
+        off_idx, on_idx, pa.array(off[found]), pa.array(off[~found]), pa.array(on[~on_seen])
+    )
+
+
+def _strictly_increasing(a: np.ndarray) -> bool:
+    return len(a) < 2 or bool(np.all(a[1:] > a[:-1]))
+
+
+def _hashed_pairs(off_key: pa.Array, on_key: pa.Array) -> _Pairs:
+    """Pairs of any keys: both sides sorted by Arrow, then matched by set membership."""
+    off_order = np.asarray(pc.sort_indices(off_key))
+    on_order = np.asarray(pc.sort_indices(on_key))
+    off_sorted, on_sorted = off_key.take(off_order), on_key.take(on_order)
+    in_both_off = np.asarray(pc.is_in(off_sorted, value_set=on_sorted))
+    in_both_on = np.asarray(pc.is_in(on_sorted, value_set=off_sorted))
+    only_off = off_sorted.filter(pa.array(~in_both_off))
+    only_on = on_sorted.filter(pa.array(~in_both_on))
+    off_idx = off_order[in_both_off]
+    on_idx = on_order[in_both_on]
+    both = off_sorted.filter(pa.array(in_both_off))
+    if len(off_idx) != len(on_idx):  # duplicate entities on one side
+        dup = len(off_idx) - len(pc.unique(off_key)) or len(on_idx) - len(pc.unique(on_key))
+        return _Pairs(off_idx, on_idx, both, only_off, only_on, abs(dup))
+    return _Pairs(off_idx, on_idx, both, only_off, only_on)
 
 
 def _report(

@@ -223,6 +223,12 @@ class CommitLog:
             self._active_size = 0
             self._segments[path] = {}
 
+    def rotate(self) -> None:
+        """Close the active segment (when it holds records) so that `release` may delete it;
+        the next append opens a new one. Serialized by the caller as `append`."""
+        if self._active is not None and self._active_size > 0:
+            self._rotate(self._written_seq + 1)
+
     def release(self, durable: Callable[[str, int], bool]) -> int:
         """Delete inactive segments all of whose records are durable in both stores.
 

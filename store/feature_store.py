@@ -7,8 +7,12 @@ work to the module that owns it.
 - `ingest` / `push`: validate (store/batch.py `convert_batch`), then the write path
   (store/write_path.py: sequence, log, group fsync, apply in seq order; keys by
   store/key_resolution.py);
-- reads: online (store/online_read.py), historical and export (store/training.py);
-- `audit` (store/audit.py), `flush`, `compact`, `stats`, `close`.
+- `ingest_at` / `apply_at` / `skip_at`: externally sequenced writes (store/external.py);
+- `delete` / `forget`: store/forget.py;
+- reads: online (store/online_read.py), historical (store/training.py), `export_training`
+  (store/training_export.py), `offline_files` (store/published.py);
+- `audit`, `flush`, `compact`, `stats`, `close`: store/admin.py (per-view audit: store/audit.py);
+  `stale_views`: store/freshness.py.
 Every public method is wrapped by store/boundary.py `engine_errors`: no online.*Error or
 offline.*Error reaches a caller, only the store's own errors (store/errors.py).
 
@@ -38,21 +42,29 @@ import pyarrow as pa
 from offline import OfflineOptions
 from online import ClosedError as OnlineClosedError
 from online import LSMTree, TreeOptions
-from store.audit import audit_view
+from store import admin, external, training_export
+from store import forget as forgetting
+from store.aggregations.rebuild import rebuild_states
 from store.batch import convert_batch
 from store.boundary import engine_errors
 from store.commitlog import CommitLog
 from store.definitions import Definitions, FeatureView
+from store.deletes import DeletedKeys, apply_delete
 from store.errors import ClosedError, UnknownPushSourceError
 from store.evolution import evolve
+from store.external import Sequencing
+from store.freshness import Freshness
 from store.key_resolution import KeyResolver
 from store.lock import WriterLock
+from store.on_demand_export import historical_on_demand
 from store.online_read import read_online
 from store.online_response import OnlineResponse
+from store.published import offline_files
 from store.recovery import recover
 from store.registry import Registry, plan_apply
+from store.retention import apply_retention
 from store.snapshot import Snapshot, close_engines, open_engines, open_tree, resolve_tree_options
-from store.training import export, historical_features
+from store.training import historical_features
 from store.write_path import WritePath, apply_logged
 
 log = logging.getLogger(__name__)
@@ -98,7 +110,17 @@ class FeatureStore:
             try:
                 self._log = CommitLog(self._root / "commitlog", segment_bytes)
                 replay = functools.partial(apply_logged, self._snap, self._off)
-                recovered = recover(self._log, self._registry, self._snap, self._off, replay)
+                self._deleted = DeletedKeys(self._root)  # sticky deletes (store/deletes.py)
+                replay_delete = functools.partial(
+                    apply_delete, self._snap, self._off, self._deleted
+                )
+                recovered = recover(
+                    self._log, self._registry, self._snap, self._off, replay, replay_delete
+                )
+                # aggregation views: online event states from the recovered offline store
+                rebuild_states(
+                    self._snap.trees, self._snap.storage, self._off, self._keys.hash_bits
+                )
             except BaseException:
                 close_engines(self._snap, self._off)
                 raise
@@ -108,12 +130,22 @@ class FeatureStore:
         self._writes = WritePath(
             self._root, self._log, self._registry, self._off, self._keys, self._current, recovered
         )
+        self._writes.deleted = self._deleted  # drops late events of deleted entities
+        self._purged_seq = 0  # GUARDED_BY(_admin): deletes up to it are purged from disk
+        # own ingests or an external log's seqs (store/external.py); set once, by one applier
+        self._sequencing = Sequencing(self._root)
+        # freshness of each view (store/freshness.py), fed by every acknowledged batch
+        self._fresh = Freshness(self._root)
+        self._fresh.track(self._snap.defs)
+        self._writes.observers.append(self._fresh.observe)
+        apply_retention(self._off, self._snap)  # offline history older than retention goes
 
     def _current(self) -> Snapshot:
         return self._snap
 
     def _open_tree(self, view: FeatureView) -> LSMTree:
-        return open_tree(self._root, self._registry, view, self._tree_options)
+        options = forgetting.tree_options(view, self._tree_options)  # purges rows past ttl
+        return open_tree(self._root, self._registry, view, options)
 
     # ----------------------------------------------------------------------------- properties
 
@@ -162,10 +194,16 @@ class FeatureStore:
                 return plan.changes
             for name in plan.reset_views:
                 self._keys.forget(name)
+                self._deleted.forget_view(name)
             seq = self._writes.applied_seq
             self._snap = evolve(
                 self._root, self._registry, self._off, snap, plan, seq, self._open_tree
             )
+            rebuild_states(self._snap.trees, self._snap.storage, self._off, self._keys.hash_bits)
+            for name in plan.reset_views:
+                self._fresh.forget(name)
+            self._fresh.track(self._snap.defs)
+            apply_retention(self._off, self._snap)
             return plan.changes
 
     @engine_errors
@@ -176,9 +214,57 @@ class FeatureStore:
         ValidationError (naming view, column, row) and nothing of it is written.
         """
         self._writes.check_open()
+        self._sequencing.check_internal()
         fv = self._snap.view(view)
         table, missing_created = convert_batch(fv, data)
         return self._writes.write(fv, table, missing_created)
+
+    # ----------------------------------------------------------------------------- external seqs
+
+    @engine_errors
+    def ingest_at(self, seq: int, view: str, data: Any) -> bool:
+        """Apply a batch at the external position `seq` (a cluster tablet: Kafka offset + 1).
+
+        Idempotent and gap-tolerant: False, writing nothing, when `seq` is at or below
+        `last_seq`; else the batch is logged with `seq`, fsynced, applied, and True returned.
+        Every row must carry created_timestamp. A bad batch raises ValidationError with nothing
+        written and the position unchanged (see skip_at). See store/external.py."""
+        return external.ingest_at(self, seq, view, data)
+
+    @engine_errors
+    def apply_at(
+        self, seq: int, definitions: str | Path | Mapping[str, Any], force: bool = False
+    ) -> dict[str, Any] | None:
+        """Apply definitions at the external position `seq`; None (nothing done) when `seq` is
+        at or below `last_seq`, else what changed, as `apply` returns it.
+
+        The change is applied first, then the position marker is logged: a crash between the
+        two re-applies identical definitions, which changes nothing. A refused change raises
+        DefinitionError with the position unchanged (see skip_at)."""
+        return external.apply_at(self, seq, definitions, force)
+
+    @engine_errors
+    def skip_at(self, seq: int, reason: str) -> bool:
+        """Move the external position to `seq` without applying anything: for a record every
+        replica refuses alike (a batch that fails validation, a refused definitions change).
+        False when `seq` is at or below `last_seq`. `reason` is kept in the commit log."""
+        return external.skip_at(self, seq, reason)
+
+    @engine_errors
+    def delete(self, view: str, entities: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
+        """Delete entities {join_key: [values]} from `view` in both stores, durably: {"seq",
+        "deleted"}. Semantics: store/deletes.py and README "Deleting and forgetting"."""
+        return forgetting.delete(
+            self._writes, self._off, self._deleted, self._keys, self._snap, view, entities
+        )
+
+    @engine_errors
+    def forget(self, entity: str, keys: Sequence[Any]) -> dict[str, Any]:
+        """Delete the entities `keys` (values of the entity's join key) from every view keyed by
+        `entity`, or having it in a composite key, in one record: {"seq", "deleted", "views"}."""
+        return forgetting.forget(
+            self._writes, self._off, self._deleted, self._keys, self._snap, entity, keys
+        )
 
     @engine_errors
     def push(self, push_source_name: str, data: Any) -> int:
@@ -228,7 +314,11 @@ class FeatureStore:
     ) -> pa.Table:
         """Point-in-time join; the result's schema metadata names the seq (`rickhouse.seq`)."""
         self._writes.check_readable()
+        forgetting.check_as_of(self._deleted, forgetting.views_of(self._snap, features), as_of_seq)
         last = self._writes.applied_seq
+        plan = self._snap.plan(features, full_feature_names)
+        if plan.on_demand is not None:  # computed features over the joined rows
+            return historical_on_demand(self._off, self._snap, entity_df, plan, as_of_seq, last)
         return historical_features(
             self._off, self._snap, entity_df, features, full_feature_names, as_of_seq, last
         )
@@ -236,20 +326,39 @@ class FeatureStore:
     @engine_errors
     def export_training(
         self,
-        entities: Any,
-        features: str | Sequence[str],
-        out_path: str | Path,
+        entities: Any = None,
+        features: str | Sequence[str] | None = None,
+        out_path: str | Path | None = None,
         as_of_seq: int | None = None,
         full_feature_names: bool = False,
+        *,
+        entities_as_of: Any = None,
     ) -> dict[str, Any]:
-        """Stream a point-in-time join to Parquet at `out_path`: {"seq", "rows", "path"}."""
-        self._writes.check_readable()
-        last = self._writes.applied_seq
-        out = export(
-            self._off, self._snap, entities, features, out_path, full_feature_names, as_of_seq, last
+        """Stream a point-in-time join to Parquet at `out_path`: {"seq", "rows", "path"}.
+
+        `entities_as_of` (ISO 8601 text, epoch seconds or a datetime) instead of `entities`:
+        the latest row of every entity at that instant, ttl applied, one row per key ordered
+        by key, streamed in bounded memory (store/training.py `export_entities_as_of`)."""
+        return training_export.export_training(
+            self,
+            entities,
+            features,
+            out_path,
+            as_of_seq,
+            full_feature_names,
+            entities_as_of=entities_as_of,
         )
-        self._counters["exports"] += 1
-        return out
+
+    @engine_errors
+    def offline_files(self, view: str, as_of_seq: int | None = None) -> dict[str, Any]:
+        """The Parquet files of `view`'s offline history as of `as_of_seq` (default: the last
+        seq), for another engine to read: absolute paths, schema, the row filter, the timestamp
+        encoding and the version order (store/published.py). Flushes the view's buffer first;
+        listed files stay on disk `snapshot_grace_s` after compaction or retention replaces
+        them."""
+        self._writes.check_readable()
+        forgetting.check_as_of(self._deleted, [view], as_of_seq)
+        return offline_files(self._off, self._snap, view, as_of_seq, self._writes.applied_seq)
 
     # ----------------------------------------------------------------------------- maintenance
 
@@ -258,70 +367,30 @@ class FeatureStore:
         """Per view: offline latest row per entity vs the online scan; mismatches must be 0.
 
         Holds ingests for its duration: it compares the stores at one quiescent point."""
-        with self._admin, self._writes.lock:
-            self._writes.quiesce()
-            out = {}
-            for name, view in self._snap.defs.feature_views.items():
-                tree = self._snap.trees[name]
-                out[name] = audit_view(view, self._off, self._snap.storage[name], tree)
-                if out[name]["mismatches"]:
-                    log.error(
-                        "audit of %s: %d mismatch(es): %s",
-                        name,
-                        out[name]["mismatches"],
-                        out[name]["examples"],
-                    )
-            return out
+        return admin.audit(self)
 
     @engine_errors
     def flush(self) -> None:
         """Make both stores durable up to the last seq (as of the call) and trim the commit log.
 
         Ingests continue meanwhile; only the wait for batches already logged holds them."""
-        with self._admin:
-            with self._writes.lock:
-                self._writes.quiesce()
-            for tree in self._snap.trees.values():
-                tree.flush()
-            self._off.flush()
-            self._writes.trim_log()
+        admin.flush(self)
 
     @engine_errors
     def compact(self) -> None:
         """Run every pending compaction of both stores now; ingests and reads continue."""
-        with self._admin:
-            self._writes.check_open()
-            for tree in self._snap.trees.values():
-                tree.compact()
-            self._off.compact()
-            self._writes.trim_log()
+        admin.compact(self)
 
     @engine_errors
     def stats(self) -> dict[str, Any]:
-        off_stats = self._off.stats()
-        snap = self._snap
-        return {
-            "last_seq": self._writes.applied_seq,
-            "commit_log": self._log.stats(),
-            "online": {v: t.stats() for v, t in snap.trees.items()},
-            "offline": {v: off_stats.get(name, {}) for v, name in snap.storage.items()},
-            "counters": {
-                "ingested_rows": self._writes.ingested_rows,
-                "ingest_batches": self._writes.ingest_batches,
-                **self._counters,
-            },
-        }
+        return admin.stats(self)
+
+    def stale_views(self) -> list[str]:
+        """Views with a `freshness` objective that no batch met: nothing ingested for longer
+        than it (judged on ingest time; store/freshness.py). Cheap: no I/O."""
+        return self._fresh.stale(self._snap.defs)
 
     @engine_errors
     def close(self) -> None:
         """Flush both stores, trim the log, release the writer lock. Idempotent."""
-        with self._admin, self._writes.lock:
-            if not self._writes.stop():
-                return
-            try:
-                close_engines(self._snap, self._off)
-                if not self._writes.failed:
-                    self._writes.release_segments()
-                self._log.close()
-            finally:
-                self._writer_lock.release()
+        admin.close(self)

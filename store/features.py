@@ -18,6 +18,7 @@ from store.errors import (
     UnknownViewError,
     ValidationError,
 )
+from store.on_demand import OnDemandPlan, with_on_demand
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class FeaturePlan:
     join_keys: tuple[tuple[str, str], ...]  # (name, dtype), first use order
     names: tuple[str, ...]  # output feature names, request order within each view
     refs: tuple[str, ...]  # "view:feature", in the same order as names
+    # features of on-demand views (store/on_demand.py), computed after the reads; their names
+    # follow `names` in the output. join_keys include their source views' keys.
+    on_demand: OnDemandPlan | None = None
 
 
 def plan_features(
@@ -58,6 +62,7 @@ def plan_features(
             "no features requested: pass 'view:feature' names or a feature service"
         )
     grouped: dict[str, list[str]] = {}
+    on_demand_refs: list[str] = []
     for ref in refs:
         if not isinstance(ref, str) or ":" not in ref:
             raise UnknownFeatureError(
@@ -65,10 +70,13 @@ def plan_features(
                 f"feature reference {ref!r} must be 'view:feature' or a feature service name",
             )
         view_name, _, feat = ref.partition(":")
+        if view_name in defs.on_demand_views:
+            on_demand_refs.append(ref)
+            continue
         view = defs.feature_views.get(view_name)
         if view is None:
             raise UnknownViewError(view_name, f"unknown feature view {view_name!r} in {ref!r}")
-        if feat not in view.feature_index:
+        if feat not in view.served_index:  # an aggregation view serves its aggregates
             raise UnknownFeatureError(ref, f"feature view {view_name!r} has no feature {feat!r}")
         feats = grouped.setdefault(view_name, [])
         if feat not in feats:
@@ -89,11 +97,14 @@ def plan_features(
         for k, t in view.keys:
             if keys.setdefault(k, t) != t:
                 raise ValidationError(f"join key {k!r} has different types in the requested views")
-        dtypes = tuple(view.feature_index[f].dtype for f in feats)
+        dtypes = tuple(view.served_index[f].dtype for f in feats)
         reads.append(ViewRead(view, tuple(feats), tuple(names), dtypes))
-    return FeaturePlan(
+    plan = FeaturePlan(
         tuple(reads),
         tuple(keys.items()),
         tuple(n for r in reads for n in r.names),
         tuple(f"{r.view.name}:{f}" for r in reads for f in r.features),
     )
+    if on_demand_refs:
+        return with_on_demand(plan, defs, on_demand_refs, full_feature_names)
+    return plan

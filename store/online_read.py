@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from online import LSMTree
+from store.aggregations.online import lookup_aggregates
 from store.entities import parse_entities
 from store.features import ViewRead
 from store.keys import (
@@ -26,6 +27,7 @@ from store.keys import (
     int_to_key,
     probe_keys,
 )
+from store.on_demand_read import read_on_demand
 from store.online_response import OnlineResponse, ViewLookup
 from store.snapshot import Snapshot
 
@@ -36,12 +38,23 @@ def read_online(
     entities: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]],
     full_feature_names: bool,
     hash_bits: int,
+    now_ns: int | None = None,
 ) -> OnlineResponse:
-    """The latest feature values of `entities` in the trees of `snap`."""
+    """The latest feature values of `entities` in the trees of `snap`. `now_ns`: the request
+    time (default: the clock): ttl expiry and aggregation windows (T - w, T] are taken at it."""
     plan = snap.plan(features, full_feature_names)
     keys, n = parse_entities(entities, plan.join_keys)
-    now = time.time_ns()
-    lookups = [lookup_view(snap.trees[r.view.name], r, keys, hash_bits, now) for r in plan.reads]
+    now = time.time_ns() if now_ns is None else now_ns
+    lookups = [
+        lookup_aggregates(snap.trees[r.view.name], r, keys, hash_bits, now)  # type: ignore[arg-type]
+        if r.view.aggregations
+        else lookup_view(snap.trees[r.view.name], r, keys, hash_bits, now)
+        for r in plan.reads
+    ]
+    if plan.on_demand is not None:  # computed features, after the reads they use
+        od = plan.on_demand
+        computed, n = read_on_demand(snap, od, entities, keys, n, lookups, hash_bits, now)
+        lookups += computed
     return OnlineResponse(keys, dict(plan.join_keys), lookups, n)
 
 

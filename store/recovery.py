@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 # apply(view, seq, payload, to_online, to_offline): write_path.apply_logged bound to the store
 Apply = Callable[[FeatureView, int, pa.Table, bool, bool], None]
+# apply_delete(seq, payload, online views, offline views): a delete record (store/deletes.py)
+ApplyDelete = Callable[[int, pa.Table, set[str], set[str]], object]
+DELETE_PREFIX = "\x00delete"  # store/deletes.py DELETE_RECORD
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,12 @@ class Recovered:
 
 
 def recover(
-    commit_log: CommitLog, registry: Registry, snap: Snapshot, off: OfflineStore, apply: Apply
+    commit_log: CommitLog,
+    registry: Registry,
+    snap: Snapshot,
+    off: OfflineStore,
+    apply: Apply,
+    apply_delete: ApplyDelete | None = None,
 ) -> Recovered:
     """Replay the commit log above each store's durable_seq; cut a torn tail; trim the log."""
     defs, trees, storage = snap.defs, snap.trees, snap.storage
@@ -50,6 +58,15 @@ def recover(
     replayed = 0
     last_created = 0
     for rec in commit_log.recover():
+        if rec.view.startswith(DELETE_PREFIX):
+            if apply_delete is not None:
+                views = [v for v in rec.view.split("\x00")[2:] if v in defs.feature_views]
+                views = [v for v in views if rec.seq > registry.reset_seq.get(v, 0)]
+                on = {v for v in views if rec.seq > online_from[v]}
+                of = {v for v in views if rec.seq > offline_from[v]}
+                apply_delete(rec.seq, rec.table(), on, of)
+                replayed += 1
+            continue
         view = defs.feature_views.get(rec.view)
         if view is None or rec.seq <= registry.reset_seq.get(rec.view, 0):
             continue
@@ -79,6 +96,8 @@ def release_segments(
     reset = registry.reset_seq
 
     def durable(view: str, seq: int) -> bool:
+        if view.startswith(DELETE_PREFIX):  # a delete: durable once every view it touched is
+            return all(durable(v, seq) for v in view.split("\x00")[2:])
         if view not in defs.feature_views or seq <= reset.get(view, 0):
             return True
         return trees[view].durable_seq >= seq and off.durable_seq(storage[view]) >= seq

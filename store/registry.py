@@ -18,6 +18,7 @@ from typing import Any
 
 from store.definitions import Definitions, FeatureView
 from store.dtypes import row_bytes
+from store.duration import format_duration
 from store.errors import CorruptionError, DefinitionError
 
 REGISTRY_FILE = "registry.json"
@@ -72,6 +73,12 @@ def _merge_view(
         details.append(f"adds feature(s) {[f.name for f in added]}")
     if old.ttl_ns != new.ttl_ns:
         details.append(f"ttl changes from {old.to_dict()['ttl']} to {new.to_dict()['ttl']}")
+    for name, was, now in (
+        ("retention", old.retention_ns, new.retention_ns),
+        ("freshness", old.freshness_ns, new.freshness_ns),
+    ):  # compatible: retention drops history at the next maintenance, nothing is reset
+        if was != now:
+            details.append(f"{name} changes from {format_duration(was)} to {format_duration(now)}")
     if (old.timestamp_field, old.created_timestamp_field) != (
         new.timestamp_field,
         new.created_timestamp_field,
@@ -131,12 +138,19 @@ def plan_apply(
                     "Keep the view, or apply with force=True to delete its data."
                 )
             reset.add(name)
-    merged = Definitions(new.entities, views, new.feature_services, new.push_sources)
+    merged = Definitions(
+        new.entities,
+        views,
+        new.feature_services,
+        new.push_sources,
+        on_demand_views=new.on_demand_views,
+    )
     changes: dict[str, Any] = {
         "entities": _diff_names(dict(old.entities), dict(new.entities)),
         "feature_views": _diff_names(dict(old.feature_views), views),
         "feature_services": _diff_names(dict(old.feature_services), dict(new.feature_services)),
         "push_sources": _diff_names(dict(old.push_sources), dict(new.push_sources)),
+        "on_demand_views": _diff_names(dict(old.on_demand_views), dict(new.on_demand_views)),
         "details": details,
         "dropped_data": sorted(v for v in reset if has_data(v)),
     }

@@ -16,6 +16,7 @@ from typing import Any
 
 from offline import OfflineOptions, OfflineStore
 from online import Field, LSMTree, OnlineError, TreeOptions
+from store.aggregations.events import AggregationTree
 from store.batch import store_schema
 from store.definitions import Definitions, FeatureView
 from store.errors import UnknownViewError, ValidationError
@@ -113,6 +114,10 @@ def open_tree(root: Path, registry: Registry, view: FeatureView, options: TreeOp
     """Open (or create) the online tree of `view`: hashed views store the canonical key text."""
     fields = [Field(ENTITY_KEY_FIELD, "string")] if view.hashed else []
     fields += [Field(f.name, f.dtype) for f in view.features]
+    if view.aggregations:  # its tree also owns the view's online event state
+        return AggregationTree(
+            root / "online" / registry.storage_name(view.name), fields, options, view
+        )
     return LSMTree(root / "online" / registry.storage_name(view.name), fields, options)
 
 

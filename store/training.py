@@ -1,6 +1,8 @@
 """Training data: point-in-time joins of an entity table with feature views, in memory or
 streamed to Parquet, through the offline store.
 
+`export_entities_as_of` exports without an entity list: the latest row of every entity at
+one instant (OfflineStore.export_as_of).
 `historical_features` and `export` take one snapshot and a seq: the entity table is checked and
 cast here (join keys to their types, event_timestamp required, numbers as epoch seconds), each
 view becomes one offline FeatureQuery against its storage name, and the result's schema
@@ -10,6 +12,7 @@ ValidationError. Pure functions of their inputs; safe from any thread.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -21,12 +24,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from offline import FeatureQuery, OfflineStore, SchemaMismatchError
+from store.aggregations.historical import aggregate_historical, has_aggregates
 from store.batch import EVENT_TS, repeated_name
 from store.dtypes import arrow_type
 from store.errors import EntityKeyError, ValidationError
 from store.features import FeaturePlan
+from store.retention import OUTSIDE_METADATA, outside_retention, read_cutoffs, with_outside
 from store.snapshot import Snapshot
-from store.timestamps import from_epoch_seconds
+from store.timestamps import from_epoch_seconds, parse_iso8601
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +51,31 @@ def historical_features(
     its schema metadata names the seq (SEQ_METADATA)."""
     plan = snap.plan(features, full_feature_names)
     seq = as_of(as_of_seq, last_seq)
+    if has_aggregates(plan):  # aggregation views' columns at each row's time, then the rest
+        with entity_errors():
+            ents = entity_table(entity_df, plan)
+            if isinstance(ents, str):
+                ents = entity_table(pq.read_table(ents), plan)
+            assert isinstance(ents, pa.Table)
+
+            def plain(table: pa.Table, refs: Sequence[str]) -> pa.Table:
+                return historical_features(off, snap, table, refs, full_feature_names, seq, seq)
+
+            table = aggregate_historical(off, snap.storage, plan, ents, seq, plain)
+        return with_seq(table, seq)
     with entity_errors():
+        entities = entity_table(entity_df, plan)
+        outside, null_before = outside_retention(off, snap, entities, read_cutoffs(plan, snap))
         table = off.get_historical(
-            entity_table(entity_df, plan),
+            entities,
             feature_queries(plan, snap.storage),
             as_of_seq=seq,
             full_feature_names=full_feature_names,
+            null_before=null_before or None,
         )
     if full_feature_names:
         table = logical_names(table, plan, snap.storage)
-    return with_seq(table, seq)
+    return with_outside(with_seq(table, seq), outside)
 
 
 def export(
@@ -72,22 +92,36 @@ def export(
     `out_path`: {"seq", "rows", "path"}."""
     plan = snap.plan(features, full_feature_names)
     seq = as_of(as_of_seq, last_seq)
+    if has_aggregates(plan):  # joined in memory (store/aggregations/historical.py)
+        table = historical_features(off, snap, entities, features, full_feature_names, seq, seq)
+        pq.write_table(table, str(out_path), compression="zstd")
+        answer = {"seq": seq, "rows": table.num_rows, "path": str(out_path)}
+        meta = (table.schema.metadata or {}).get(OUTSIDE_METADATA)
+        return answer | ({"outside_retention": json.loads(meta)} if meta else {})
     if full_feature_names and any(snap.storage[r.view.name] != r.view.name for r in plan.reads):
         # a view in its second storage generation would export as `<view>__g<n>__feature`:
         # join in memory and rename instead of streaming (the offline export cannot rename)
         table = historical_features(off, snap, entities, features, True, seq, last_seq)
         pq.write_table(table, str(out_path), compression="zstd")
-        return {"seq": seq, "rows": table.num_rows, "path": str(out_path)}
+        answer = {"seq": seq, "rows": table.num_rows, "path": str(out_path)}
+        meta = (table.schema.metadata or {}).get(OUTSIDE_METADATA)
+        return answer | ({"outside_retention": json.loads(meta)} if meta else {})
     with entity_errors():
+        ent = entity_table(entities, plan)
+        outside, null_before = outside_retention(off, snap, ent, read_cutoffs(plan, snap))
         res = off.export(
-            entity_table(entities, plan),
+            ent,
             feature_queries(plan, snap.storage),
             str(out_path),
             as_of_seq=seq,
             full_feature_names=full_feature_names,
+            null_before=null_before or None,
         )
     log.info("exported %d rows at seq %d to %s", res.rows, res.seq, res.path)
-    return {"seq": res.seq, "rows": res.rows, "path": res.path}
+    # `outside_retention` ({view: entity rows before its cutoff, read as nulls}) is present
+    # when a view read has a retention (store/retention.py)
+    answer = {"seq": res.seq, "rows": res.rows, "path": res.path}
+    return answer | ({"outside_retention": outside} if outside else {})
 
 
 def as_of(as_of_seq: int | None, last_seq: int) -> int:
@@ -205,3 +239,60 @@ def logical_names(table: pa.Table, plan: FeaturePlan, storage: Mapping[str, str]
     if not renames:
         return table
     return table.rename_columns([renames.get(c, c) for c in table.column_names])
+
+
+def export_entities_as_of(
+    off: OfflineStore,
+    snap: Snapshot,
+    features: str | Sequence[str],
+    out_path: str | Path,
+    entities_as_of: Any,
+    full_feature_names: bool,
+    as_of_seq: int | None,
+    last_seq: int,
+) -> dict[str, Any]:
+    """Export the latest row of every entity at the instant `entities_as_of` (no entity
+    list; see OfflineStore.export_as_of) as of `as_of_seq`: {"seq", "rows", "path"}."""
+    plan = snap.plan(features, full_feature_names)
+    if getattr(plan, "on_demand", None) is not None or has_aggregates(plan):
+        raise ValidationError(
+            "entities_as_of exports stored features only: computed (on-demand) and "
+            "aggregation features need entity rows; pass entities instead"
+        )
+    seq = as_of(as_of_seq, last_seq)
+    ts_ns = entities_as_of_ns(entities_as_of)
+    if full_feature_names and any(snap.storage[r.view.name] != r.view.name for r in plan.reads):
+        raise ValidationError(
+            "entities_as_of with full_feature_names is not supported for a view whose type "
+            "changed (it is stored under a new name); export without full_feature_names"
+        )
+    cutoffs = read_cutoffs(plan, snap)
+    null_before = {snap.storage[v]: c for v, c in cutoffs.items() if c > ts_ns}
+    with entity_errors():
+        res = off.export_as_of(
+            feature_queries(plan, snap.storage),
+            ts_ns,
+            str(out_path),
+            as_of_seq=seq,
+            full_feature_names=full_feature_names,
+            null_before=null_before or None,
+        )
+    log.info("exported %d entities as of %d at seq %d to %s", res.rows, ts_ns, res.seq, res.path)
+    return {"seq": res.seq, "rows": res.rows, "path": res.path, "entities_as_of": ts_ns}
+
+
+def entities_as_of_ns(value: Any) -> int:
+    """The instant of an `entities_as_of`: ISO 8601 text (naive = UTC), a number of Unix epoch
+    seconds (as everywhere in the store), a datetime or a pandas Timestamp -> int64 ns UTC."""
+    if isinstance(value, bool) or value is None:
+        raise ValidationError(f"entities_as_of must be a timestamp, got {value!r}")
+    try:
+        if isinstance(value, str):
+            arr = parse_iso8601([value])
+        elif isinstance(value, int | float):
+            arr = from_epoch_seconds(pa.array([value]))
+        else:
+            arr = pa.array([pd.Timestamp(value)], pa.timestamp("ns", tz="UTC"))
+        return int(arr.cast(pa.int64())[0].as_py())
+    except (ValueError, TypeError, OverflowError, pa.ArrowException) as e:
+        raise ValidationError(f"entities_as_of {value!r} is not a timestamp: {e}") from None

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -73,7 +74,13 @@ class WritePath:
         self._applied_seq = recovered.applied_seq  # GUARDED_BY(_applied); read without it
         self._failed: BaseException | None = None  # GUARDED_BY(_applied); set once, never reset
         self.ingested_rows = 0  # GUARDED_BY(_applied)
+        # the store's sticky table of deleted entities (store/deletes.py), set once after open:
+        # filter_batch(view, table, missing_created, hashed) drops late events of them
+        self.deleted: Any = None
         self.ingest_batches = 0  # GUARDED_BY(_applied)
+        # Called with (view, event times as int64 ns) after each batch is acknowledged, on the
+        # writer's thread (store/freshness.py); set before the first write, never changed.
+        self.observers: list[Callable[[str, np.ndarray], None]] = []
 
     @property
     def applied_seq(self) -> int:
@@ -118,6 +125,10 @@ class WritePath:
                     "validated; nothing was written: send it again"
                 )
             seq = self._next_seq
+            if self.deleted is not None:
+                table, missing_created, hashed = self.deleted.filter_batch(
+                    view, table, missing_created, hashed
+                )
             if missing_created is not None:
                 table = self._stamp_created(table, missing_created)
             try:
@@ -148,11 +159,129 @@ class WritePath:
             self.ingested_rows += table.num_rows
             self.ingest_batches += 1
             self._applied.notify_all()
+        self._observe(view, table)
         if hashed is not None:
             self._keys.release(view.name, seq)
         if self._log.has_inactive:
             self.trim_log(blocking=False)  # when free; flush, compact and close trim it too
         return seq
+
+    def write_at(self, seq: int, view: FeatureView, table: pa.Table) -> bool:
+        """Externally sequenced write (store/external.py): log `table` at `seq`, fsync, apply.
+
+        Returns False, writing nothing, when `seq` is at or below the applied seq. Seqs may
+        have gaps. The whole write holds `lock` (one applier feeds an external root, in order).
+        table: validated by convert_batch, created_timestamp given on every row."""
+        hashed = self._keys.prepare(view, table)
+        with self.lock:
+            self.quiesce()
+            if seq <= self._applied_seq:
+                return False
+            snap = self._snapshot()
+            if snap.defs.feature_views.get(view.name) is not view:
+                raise ConflictError(
+                    f"feature view {view.name!r} was redefined while this batch was being "
+                    "validated; nothing was written: send it again"
+                )
+            if self.deleted is not None:  # late events of deleted entities: dropped, counted
+                table, _, hashed = self.deleted.filter_batch(view, table, None, hashed)
+            try:
+                payload = self._keys.payload(view, seq, table, hashed, snap.trees[view.name])
+                self._log.append(seq, view.name, payload)
+            except ValidationError:
+                self._keys.release(view.name, seq)
+                raise
+            except BaseException as e:
+                self._fail(e)
+                raise
+            self._next_seq = seq + 1
+            with self._applied:
+                try:
+                    self._log.sync(seq)
+                    apply_logged(snap, self._off, view, seq, payload, True, True)
+                except BaseException as e:
+                    self._fail(e)
+                    raise
+                self._applied_seq = seq
+                self.ingested_rows += table.num_rows
+                self.ingest_batches += 1
+                self._applied.notify_all()
+        self._observe(view, table)
+        if hashed is not None:
+            self._keys.release(view.name, seq)
+        if self._log.has_inactive:
+            self.trim_log(blocking=False)
+        return True
+
+    def mark_at(self, seq: int, view_name: str, marker: pa.Table) -> bool:
+        """Move an externally sequenced position to `seq` with a durable marker record that no
+        store applies (`view_name` is no feature view). False, writing nothing, when `seq` is at
+        or below the applied seq."""
+        with self.lock:
+            self.quiesce()
+            if seq <= self._applied_seq:
+                return False
+            try:
+                self._log.append(seq, view_name, marker)
+                self._next_seq = seq + 1
+                self._log.sync(seq)
+            except BaseException as e:
+                self._fail(e)
+                raise
+            with self._applied:
+                self._applied_seq = seq
+                self._applied.notify_all()
+        return True
+
+    def _observe(self, view: FeatureView, table: pa.Table) -> None:
+        if self.observers:
+            event_ns = column_numpy(table, EVENT_TS, np.int64)
+            for observer in self.observers:
+                observer(view.name, event_ns)
+
+    def write_record(
+        self,
+        build: Callable[[Snapshot, int, int], tuple[str, pa.Table]],
+        apply: Callable[[Snapshot, int, pa.Table], Any],
+    ) -> tuple[int, Any]:
+        """Sequence, log durably and apply one record that is not an ingested batch (a delete).
+
+        build(snapshot, seq, now_ns) -> (record name, payload) runs under the sequencing lock
+        once every logged batch is applied, so it sees the stores as of the record's seq;
+        `now_ns` is the record's created stamp (never below an earlier stamp). apply(snapshot, seq,
+        payload) runs in seq order. Returns (seq, what apply returned)."""
+        with self.lock:
+            self.quiesce()
+            snap = self._snapshot()
+            seq = self._next_seq
+            now = max(time.time_ns(), self._last_created)
+            name, payload = build(snap, seq, now)
+            self._last_created = now
+            try:
+                self._log.append(seq, name, payload)
+            except BaseException as e:
+                self._fail(e)
+                raise
+            self._next_seq = seq + 1
+        try:
+            self._log.sync(seq)
+        except BaseException as e:
+            self._fail(e)
+            raise
+        with self._applied:
+            self._applied.wait_for(lambda: self._applied_seq == seq - 1 or self._failed is not None)
+            if self._failed is not None:
+                raise StoreError(
+                    f"the store failed before record {seq} was applied: {self._failed}"
+                )
+            try:
+                result = apply(snap, seq, payload)
+            except BaseException as e:
+                self._fail(e)
+                raise
+            self._applied_seq = seq
+            self._applied.notify_all()
+        return seq, result
 
     def _stamp_created(self, table: pa.Table, missing: np.ndarray) -> pa.Table:
         """Caller holds `lock`: the ingest time where no created_timestamp was given."""

@@ -157,3 +157,34 @@ def _user_item(rng, n, p, names, embeddings, prices) -> pa.Table:  # noqa: ANN00
             "last_action": pa.array(action, pa.string()),
         }
     )
+
+
+# ---- transactions: the events of the aggregation view user_txn --------------------------------
+
+TXN_VIEW = "user_txn"
+MERCHANTS = np.array([f"merchant_{i:02d}" for i in range(40)])
+
+
+def transaction_rows(p: DemoPlan) -> int:
+    """Transactions ingested beside the plan's rows: one per 4 rows."""
+    return max(10, p.rows // 4)
+
+
+def generate_transactions(p: DemoPlan, now_ns: int) -> Iterator[pa.Table]:
+    """Batches of user_txn events over the 30 days before `now_ns` (so that online windows,
+    taken at the request time, hold some): amounts (3% null) and merchants, deterministic for
+    a seed and a `now_ns`."""
+    total = transaction_rows(p)
+    for batch_no in range(-(-total // p.batch_rows)):
+        n = min(p.batch_rows, total - batch_no * p.batch_rows)
+        rng = np.random.default_rng([p.seed, 9, batch_no])
+        ts = now_ns - rng.integers(1, DAYS * _NS_PER_DAY, n, dtype=np.int64)
+        amount = np.round(rng.gamma(2.0, 25.0, n), 2)
+        yield pa.table(
+            {
+                "user_id": pa.array(rng.integers(0, p.users, n) + FIRST_USER_ID, pa.int64()),
+                "event_timestamp": _ts(ts),
+                "amount": pa.array(amount, pa.float64(), mask=rng.random(n) < 0.03),
+                "merchant": pa.array(MERCHANTS[rng.integers(0, len(MERCHANTS), n)], pa.string()),
+            }
+        )

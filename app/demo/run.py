@@ -21,7 +21,15 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from app.demo.dataset import DEFINITIONS_PATH, FIRST_USER_ID, DemoPlan, generate
+from app.demo.dataset import (
+    DEFINITIONS_PATH,
+    FIRST_USER_ID,
+    TXN_VIEW,
+    DemoPlan,
+    generate,
+    generate_transactions,
+    transaction_rows,
+)
 from store import Definitions, FeatureStore
 
 DEMO_VIEW = "user_item"  # present once the demo definitions are applied
@@ -47,9 +55,14 @@ def load(fs: FeatureStore, p: DemoPlan, console: Console, force: bool = False) -
         for view, batch in generate(p):
             fs.ingest(view, batch)
             progress.advance(tasks[view], batch.num_rows)
+        # the aggregation view's events: the 30 days before now, so online windows hold some
+        txn = progress.add_task(f"{TXN_VIEW:<13}", total=transaction_rows(p))
+        for batch in generate_transactions(p, time.time_ns()):
+            fs.ingest(TXN_VIEW, batch)
+            progress.advance(txn, batch.num_rows)
     elapsed = time.perf_counter() - start
     console.print(
-        f"ingested {p.rows:,} rows in {elapsed:.1f} s ({p.rows / max(elapsed, 1e-9):,.0f} rows/s, "
+        f"ingested {p.rows:,} rows + {transaction_rows(p):,} transactions in {elapsed:.1f} s ({p.rows / max(elapsed, 1e-9):,.0f} rows/s, "
         f"durable); last seq {fs.last_seq}"
     )
 
@@ -141,6 +154,48 @@ def example_requests(port: int) -> list[tuple[str, str]]:
                         "event_timestamp": ["2025-01-15T00:00:00Z", "2025-01-31T00:00:00Z"],
                     },
                     "features": ["user_profile:country", "user_profile:sessions_7d"],
+                },
+            ),
+        ),
+        (
+            "time-window aggregates of transactions (user_txn), taken at the request time",
+            post(
+                "/get-online-features",
+                {
+                    "entities": {"user_id": [u1, u2]},
+                    "features": [
+                        "user_txn:amount_sum_1h",
+                        "user_txn:amount_sum_1d",
+                        "user_txn:amount_count_7d",
+                        "user_txn:amount_mean_7d",
+                        "user_txn:merchant_last_7d",
+                    ],
+                },
+            ),
+        ),
+        (
+            "the same aggregates in a training export, at each entity row's time",
+            post(
+                "/v1/training-export",
+                {
+                    "entities": {
+                        "user_id": [u1, u1],
+                        "event_timestamp": [
+                            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 86400)),
+                            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        ],
+                    },
+                    "features": ["user_txn:amount_sum_1d", "user_txn:amount_count_7d"],
+                },
+            ),
+        ),
+        (
+            "on-demand features: a transaction's amount (sent with the keys) against the aggregates",
+            post(
+                "/get-online-features",
+                {
+                    "entities": {"user_id": [u1, u2], "amount": [120.0, 5000.0]},
+                    "features": ["txn_risk:amount_vs_week", "txn_risk:big_spender"],
                 },
             ),
         ),

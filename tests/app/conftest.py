@@ -13,46 +13,27 @@ import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
 
-DEFS = {
-    "entities": [
-        {"name": "user", "join_keys": ["user_id"], "dtype": "int64"},
-        {"name": "item", "join_keys": ["item_id"], "dtype": "string"},
-    ],
-    "feature_views": [
+from tests.definitions import definitions, view
+
+DEFS = definitions(
+    view(
+        "user_stats",
+        ["user"],
         {
-            "name": "user_stats",
-            "entities": ["user"],
-            "ttl": 0,
-            "features": [
-                {"name": "ctr", "dtype": "float32"},
-                {"name": "country", "dtype": "string"},
-                {"name": "visits", "dtype": "int64"},
-                {"name": "premium", "dtype": "bool"},
-                {"name": "emb", "dtype": "float32[3]"},
-                {"name": "seen", "dtype": "timestamp"},
-            ],
+            "ctr": "float32",
+            "country": "string",
+            "visits": "int64",
+            "premium": "bool",
+            "emb": "float32[3]",
+            "seen": "timestamp",
         },
-        {
-            "name": "user_item",
-            "entities": ["user", "item"],
-            "ttl": 0,
-            "features": [
-                {"name": "clicks", "dtype": "int32"},
-                {"name": "score", "dtype": "float64"},
-            ],
-        },
-        {
-            "name": "stale",
-            "entities": ["user"],
-            "ttl": "1h",
-            "features": [{"name": "old", "dtype": "float64"}],
-        },
-    ],
-    "feature_services": [
-        {"name": "ranking_v1", "features": ["user_stats:ctr", "user_item:clicks"]},
-    ],
-    "push_sources": [{"name": "user_stats_push", "feature_view": "user_stats"}],
-}
+        ttl=0,
+    ),
+    view("user_item", ["user", "item"], {"clicks": "int32", "score": "float64"}, ttl=0),
+    view("stale", ["user"], {"old": "float64"}, ttl="1h"),
+    services={"ranking_v1": ["user_stats:ctr", "user_item:clicks"]},
+    pushes={"user_stats_push": "user_stats"},
+)
 
 USER_STATS = {
     "user_id": [1, 2, 3],

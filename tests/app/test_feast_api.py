@@ -195,9 +195,9 @@ def test_push_writes_both_stores_and_answers_empty(client: TestClient) -> None:
     assert all(v["mismatches"] == 0 for v in audit.values())
 
 
-def test_health_is_an_empty_200(client: TestClient) -> None:
+def test_health_is_a_200_listing_no_stale_view(client: TestClient) -> None:
     r = client.get("/health")
-    assert r.status_code == 200 and r.content == b""
+    assert r.status_code == 200 and r.json() == {"stale": []}
     r = client.head("/health")
     assert r.status_code == 200 and r.content == b""
 

@@ -107,6 +107,28 @@ def run_feast_client(url: str, repo: Path) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
+# An on-demand view over user_stats: `boost` is request data (client.py sends it in entity rows).
+USER_BOOST = {
+    "name": "user_boost",
+    "sources": ["user_stats"],
+    "request": [{"name": "boost", "dtype": "float64"}],
+    "features": [
+        {"name": "boosted_ctr", "dtype": "float64", "expr": "ctr * boost"},
+        {"name": "heavy", "dtype": "bool", "expr": "coalesce(visits, 0) > 50"},
+    ],
+}
+
+
+def with_on_demand_view(root: Path) -> Path:
+    """`root` with conftest's DEFS and USER_BOOST applied."""
+    from store import FeatureStore
+    from tests.app.conftest import DEFS
+
+    with FeatureStore(root) as fs:
+        fs.apply({**DEFS, "on_demand_views": [USER_BOOST]})
+    return root
+
+
 @pytest.fixture(scope="module")
 def feast_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict]]:
     """A server over conftest's store, and what the Feast client reported after one run on it."""
@@ -116,7 +138,7 @@ def feast_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server
             "(or `make feast-venv` alone)"
         )
     tmp = tmp_path_factory.mktemp("feast")
-    server = Server(make_root(tmp / "root"))
+    server = Server(with_on_demand_view(make_root(tmp / "root")))
     try:
         yield server, run_feast_client(server.url, tmp / "feast_repo")
     finally:
@@ -226,3 +248,16 @@ def test_feast_writes_reach_both_stores(feast_run: tuple[Server, dict]) -> None:
     audit = server.post("/v1/audit", timeout=120).json()
     assert audit["user_stats"]["entities"] == 7  # 1, 2, 3 ingested; 100, 101, 200, 201 by Feast
     assert all(view["mismatches"] == 0 for view in audit.values()), audit
+
+
+def test_feast_reads_on_demand_features_with_request_data(feast_run: tuple[Server, dict]) -> None:
+    _, results = feast_run
+    # user 100 after the push: ctr 0.0625, visits 70; 999999 was never written (ctr null)
+    assert ok(results, "read_on_demand") == {
+        "user_id": [100, 999_999],
+        "boosted_ctr": [0.125, None],
+        "heavy": [True, False],
+    }
+    # without its request field the server answers 422 naming it, and Feast raises
+    missing = results["on_demand_missing_request"]
+    assert "raised" in missing and "boost" in missing["message"]

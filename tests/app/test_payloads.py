@@ -16,30 +16,14 @@ from app.payloads import (
     wire_keys,
 )
 from store import Definitions
+from tests.definitions import definitions, view
 
-DEFS = {
-    "entities": [
-        {"name": "user", "join_keys": ["user_id"], "dtype": "int64"},
-        {"name": "item", "join_keys": ["item_id"], "dtype": "string"},
-    ],
-    "feature_views": [
-        {
-            "name": "user_stats",
-            "entities": ["user"],
-            "features": [
-                {"name": "ctr", "dtype": "float32"},
-                {"name": "country", "dtype": "string"},
-            ],
-        },
-        {
-            "name": "ui",
-            "entities": ["user", "item"],
-            "features": [{"name": "clicks", "dtype": "int32"}],
-        },
-    ],
-    "feature_services": [{"name": "svc", "features": ["user_stats:ctr", "ui:clicks"]}],
-    "push_sources": [{"name": "p", "feature_view": "user_stats"}],
-}
+DEFS = definitions(
+    view("user_stats", ["user"], {"ctr": "float32", "country": "string"}),
+    view("ui", ["user", "item"], {"clicks": "int32"}),
+    services={"svc": ["user_stats:ctr", "ui:clicks"]},
+    pushes={"p": "user_stats"},
+)
 DEFINITIONS = Definitions.from_dict(DEFS)
 KEYS = key_dtypes(DEFINITIONS)
 

@@ -51,7 +51,8 @@ CHILD = textwrap.dedent(
             time.sleep(600)
 
     schema = batch(1, 0, 0.0).schema
-    off = OfflineStore(path, OfflineOptions(background=False, fsync=True))
+    # grace 0: the compact stage pauses at the deletion of replaced files
+    off = OfflineStore(path, OfflineOptions(background=False, fsync=True, snapshot_grace_s=0))
     off.register_view("v", schema, ["user_id"])
     off.append("v", batch(30, {t0}, 1.0), 1)   # 30 hours: two dates
     off.flush()
@@ -123,7 +124,8 @@ def test_sigkill_mid_flush_leaves_no_partial_file_visible(tmp_path, stage, durab
     view_dir = tmp_path / "store" / "offline" / "v"
     on_disk = sorted(p.name for p in view_dir.rglob("*") if p.is_file())
     assert on_disk  # the kill left something behind to clean
-    off = OfflineStore(tmp_path / "store", options())
+    # grace 0: files a compaction retired before the kill are deleted on reopen too
+    off = OfflineStore(tmp_path / "store", options(snapshot_grace_s=0))
     assert off.durable_seq("v") == durable
     rows = off.scan("v").read_all()
     assert rows.num_rows == 30 * durable

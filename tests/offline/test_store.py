@@ -240,7 +240,7 @@ def test_background_thread_flushes_and_compacts(tmp_path) -> None:
 
 
 def test_compaction_beside_running_queries_keeps_results_and_files(tmp_path) -> None:
-    off = open_store(tmp_path)
+    off = open_store(tmp_path, snapshot_grace_s=0)  # replaced files go once unpinned
     rng = np.random.default_rng(5)
     seq = 0
     for _ in range(12):

@@ -75,3 +75,33 @@ def test_key_ranges_cover_every_key_once() -> None:
     assert ranges[0][0] == 0 and ranges[-1][1] == -1
     assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
     assert len(ranges) >= 5
+
+
+def _resident_kb(path: str) -> int:
+    """Resident kB of this process's mappings of the file at `path` (/proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            if line[0] in "0123456789abcdef" and "-" in line.split()[0]:
+                inside = line.rstrip().endswith(path)
+            elif inside and line.startswith("Rss:"):
+                total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/smaps"), reason="Linux only")
+def test_scan_releases_the_pages_it_has_passed(tmp_path) -> None:
+    rng = np.random.default_rng(5)
+    tree = LSMTree(tmp_path, FIELDS, OPTS)
+    _write(tree, 1, np.arange(200_000, dtype=np.uint64), rng)
+    tree.flush()
+    (sst,) = tmp_path.glob("*.sst")
+    size_kb = sst.stat().st_size // 1024
+    rows = 0
+    for chunk in tree.scan_chunks(20_000):
+        rows += len(chunk)
+        assert _resident_kb(str(sst)) < size_kb // 2  # at most about one range resident
+    assert rows == 200_000
+    assert _resident_kb(str(sst)) < size_kb // 8  # all passed: released
+    assert tree.scan().num_rows == 200_000  # released pages read back from the file
+    tree.close()

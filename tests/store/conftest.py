@@ -11,44 +11,21 @@ import store.keys
 from offline import OfflineOptions
 from online import TreeOptions
 from store import FeatureStore
+from tests.definitions import definitions, view
 
 HOUR = 3600 * 10**9
-DEFS = {
-    "entities": [
-        {"name": "user", "join_keys": ["user_id"], "dtype": "int64"},
-        {"name": "item", "join_keys": ["item_id"], "dtype": "string"},
-    ],
-    "feature_views": [
-        {
-            "name": "user_stats",
-            "entities": ["user"],
-            "ttl": "2h",
-            "features": [
-                {"name": "ctr", "dtype": "float32"},
-                {"name": "country", "dtype": "string"},
-                {"name": "emb", "dtype": "float32[4]"},
-            ],
-        },
-        {
-            "name": "item_stats",
-            "entities": ["item"],
-            "features": [
-                {"name": "price", "dtype": "float64"},
-                {"name": "ctr", "dtype": "float64"},
-            ],
-        },
-        {
-            "name": "pair",
-            "entities": ["user", "item"],
-            "features": [
-                {"name": "score", "dtype": "float64"},
-                {"name": "clicks", "dtype": "int64"},
-            ],
-        },
-    ],
-    "feature_services": [{"name": "ranking_v1", "features": ["user_stats:ctr", "user_stats:emb"]}],
-    "push_sources": [{"name": "user_stats_push", "feature_view": "user_stats"}],
-}
+DEFS = definitions(
+    view(
+        "user_stats",
+        ["user"],
+        {"ctr": "float32", "country": "string", "emb": "float32[4]"},
+        ttl="2h",
+    ),
+    view("item_stats", ["item"], {"price": "float64", "ctr": "float64"}),
+    view("pair", ["user", "item"], {"score": "float64", "clicks": "int64"}),
+    services={"ranking_v1": ["user_stats:ctr", "user_stats:emb"]},
+    pushes={"user_stats_push": "user_stats"},
+)
 
 
 def engine_options(**tree: object) -> dict:

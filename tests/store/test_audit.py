@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 
+from store.audit import _hashed_pairs, _sorted_pairs
 from store.audit import compare_tables as audit_view
 from store.definitions import Definitions
 from store.keys import ENTITY_KEY_FIELD, canonical_keys, int_to_key
@@ -151,3 +153,20 @@ def test_offline_bucket_key_text_equals_the_canonical_keys() -> None:
         assert got == canonical_keys([users, items], ["int64", "string"]).tolist()
 
     check()
+
+
+def test_merge_of_sorted_keys_pairs_like_the_hash_join() -> None:
+    rng = np.random.default_rng(4)
+    keys = np.unique(rng.integers(-(10**6), 10**6, 3000))
+    off = pa.array(np.sort(rng.choice(keys, 2500, replace=False)))
+    on = pa.array(np.sort(rng.choice(keys, 2600, replace=False)))
+    merged, hashed = _sorted_pairs(off, on), _hashed_pairs(off, on)
+    assert merged is not None
+    for name in ("both", "only_off", "only_on"):
+        assert getattr(merged, name).equals(getattr(hashed, name)), name
+    col_off, col_on = pa.array(np.arange(2500)), pa.array(np.arange(2600))
+    assert merged.take_off(col_off).equals(hashed.take_off(col_off))
+    assert merged.take_on(col_on).equals(hashed.take_on(col_on))
+    same = _sorted_pairs(off, off)
+    assert same is not None and same.off_idx is None and len(same.only_on) == 0
+    assert _sorted_pairs(pa.array([2, 1]), on) is None  # unsorted: the hash join instead

@@ -1,7 +1,14 @@
 """The audit in bounded memory: millions of entities from many small batches, a small DuckDB
-memory limit, many buckets; it answers without error and still finds a planted mismatch."""
+memory limit, many buckets, then a SIGKILLed round of small ingests; it answers without error
+and still finds a planted mismatch."""
 
 from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -109,3 +116,34 @@ def test_millions_of_entities_from_small_batches_audit_in_bounded_memory(tmp_pat
         assert all(r["mismatches"] == 0 for r in report.values()), report
         _plant_offline_mismatch(fs, "user_stats")
         assert fs.audit()["user_stats"]["mismatches"] == 1
+        planted = fs.audit()
+    _sigkilled_ingest(tmp_path)  # small batches, killed: the reopened store replays its log
+    with FeatureStore(tmp_path, **_options(bucket_entities=400_000)) as fs:
+        report = fs.audit()
+        assert report["user_stats"]["entities"] >= planted["user_stats"]["entities"]
+        assert report["user_stats"]["mismatches"] == 1  # the planted one, nothing else
+        assert all(r["mismatches"] == 0 for v, r in report.items() if v != "user_stats"), report
+
+
+def _sigkilled_ingest(root: Path) -> None:
+    """One crash round: tests/store/_crash_child ingests small batches into `root` until it is
+    SIGKILLed (after some acknowledged batches)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.store._crash_child", str(root), "0", "loop"],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    acks = 0
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            acks += line.startswith("ACK")
+            if acks >= 40:
+                break
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert acks >= 40, "the child died before acknowledging its batches"

@@ -11,32 +11,19 @@ from store.definitions import Definitions
 from store.duration import format_duration, parse_duration
 from store.errors import CorruptionError, DefinitionError
 from store.registry import Registry, plan_apply
+from tests.definitions import definitions, view
 
-BASE = {
-    "entities": [
-        {"name": "user", "join_keys": ["user_id"], "dtype": "int64"},
-        {"name": "item", "join_keys": ["item_id"], "dtype": "string"},
-    ],
-    "feature_views": [
-        {
-            "name": "user_stats",
-            "entities": ["user"],
-            "ttl": "7d",
-            "features": [
-                {"name": "ctr", "dtype": "float32"},
-                {"name": "country", "dtype": "string"},
-                {"name": "emb", "dtype": "float32[4]"},
-            ],
-        },
-        {
-            "name": "pair",
-            "entities": ["user", "item"],
-            "features": [{"name": "score", "dtype": "float64"}],
-        },
-    ],
-    "feature_services": [{"name": "ranking_v1", "features": ["user_stats:ctr", "pair:score"]}],
-    "push_sources": [{"name": "user_stats_push", "feature_view": "user_stats"}],
-}
+BASE = definitions(
+    view(
+        "user_stats",
+        ["user"],
+        {"ctr": "float32", "country": "string", "emb": "float32[4]"},
+        ttl="7d",
+    ),
+    view("pair", ["user", "item"], {"score": "float64"}),
+    services={"ranking_v1": ["user_stats:ctr", "pair:score"]},
+    pushes={"user_stats_push": "user_stats"},
+)
 
 
 def test_durations_parse_and_format() -> None:

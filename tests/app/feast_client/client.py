@@ -137,6 +137,21 @@ def main() -> int:
         "unknown_feature",
         lambda: store.get_online_features(["user_stats:nope"], one).to_dict(),
     )
+    # on-demand features (the server's `user_boost` view): request data travels in the entity
+    # rows, and Feast's remote store sends it in "entities"
+    run(
+        results,
+        "read_on_demand",
+        lambda: store.get_online_features(
+            ["user_boost:boosted_ctr", "user_boost:heavy"],
+            [{"user_id": 100, "boost": 2.0}, {"user_id": 999_999, "boost": 1.0}],
+        ).to_dict(),
+    )
+    run(
+        results,
+        "on_demand_missing_request",
+        lambda: store.get_online_features(["user_boost:boosted_ctr"], one).to_dict(),
+    )
     run(results, "write_unknown_view", lambda: store.write_to_online_store("nope", WRITTEN))
     run(results, "push_unknown_source", lambda: store.push("nope_push", PUSHED))
     asyncio.run(store.close())  # closes the remote store's pooled HTTP session
