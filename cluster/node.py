@@ -9,10 +9,12 @@ record at seq = offset + 1:
 - a record every replica refuses alike (a batch failing validation, an unknown view, a refused
   definitions change, an unreadable record) moves the position by `skip_at` and is counted in
   the partition's `refused` with its reason: the log keeps flowing and replicas stay equal.
-Records carrying a `batch` header are staged until their batch's `commit` record reaches the
-partition and then applied together at its seq (cluster/staging.py: all-or-nothing batches on
-brokers that deliver aborted records). Offsets are never committed to Kafka: the tablet's own durable state is the position, so a
-killed node resumes exactly where its tablets end (no record lost, none applied twice).
+Records carrying a `batch` header are staged until the batch's one `commit` record is read from
+the commits topic (a second consumer, from its start), then applied together at the seq after
+the batch's last record in the partition; a batch that can no longer be committed is dropped
+(cluster/staging.py, cluster/commits.py: all-or-nothing batches on brokers that deliver aborted
+records). Offsets are never committed to Kafka: the tablet's own durable state is the position,
+so a killed node resumes exactly where its tablets end (no record lost, none applied twice).
 
 A tablet that fails otherwise (an I/O error, a damaged file) stops applying: its partition is
 marked failed, serving what it holds, until the node restarts. When the broker cannot be
@@ -34,6 +36,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from cluster.commits import Ledger, commits_topic
 from cluster.config import ClusterConfig, NodeConfig
 from cluster.consumer import ConsumerOptions, PartitionConsumer
 from cluster.control import ControlError, decode_control
@@ -92,7 +95,8 @@ class Node:
             self.me.root, self.me.partitions, config.partitions, self.options.tablets
         )
         # applier thread only: batches waiting for their commit record (cluster/staging.py)
-        self._staging = {p: Staging() for p in self.me.partitions}
+        self._staging = {p: Staging(p) for p in self.me.partitions}
+        self._ledger = Ledger(self.me.partitions)
         self._staged_from = {
             p: StagedFrom(self.me.root / f"staged-from-p{p:04d}") for p in self.me.partitions
         }
@@ -164,27 +168,41 @@ class Node:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            consumer = None
+            consumer = commits = None
             try:
                 start = {p: self._start(p) for p in self.tablets.stores}
-                self._staging = {p: Staging() for p in self.me.partitions}
+                self._staging = {p: Staging(p) for p in self.me.partitions}
+                self._ledger = Ledger(self.me.partitions)
+                topic = self.config.kafka.topic
                 consumer = PartitionConsumer(
-                    self.bootstrap_servers, self.config.kafka.topic, start, self.options.consumer
+                    self.bootstrap_servers, topic, start, self.options.consumer
                 )
-                self._consume(consumer)
+                commits = PartitionConsumer(
+                    self.bootstrap_servers, commits_topic(topic), {0: 0}, self.options.consumer
+                )
+                self._consume(consumer, commits)
             except ConsumeError as e:
                 log.error("node %s: consumer failed, recreating it: %s", self.me.name, e)
                 self._set_broker(False, str(e))
                 self._stop.wait(self.options.retry_s)
             finally:
-                if consumer is not None:
-                    consumer.close()
+                for c in (consumer, commits):
+                    if c is not None:
+                        c.close()
 
-    def _consume(self, consumer: PartitionConsumer) -> None:
+    def _consume(self, consumer: PartitionConsumer, commits: PartitionConsumer) -> None:
         next_ends = 0.0
+        wait = self.options.poll_timeout_s
         while not self._stop.is_set():
-            for record in consumer.poll(self.options.poll_timeout_s):
-                self._apply(record)
+            staged = any(s.batches for s in self._staging.values())
+            for record in consumer.poll(0.0 if staged else wait):
+                self._stage(record)
+            staged = any(s.batches for s in self._staging.values())
+            applied = {p: fs.last_seq for p, fs in self.tablets.stores.items()}
+            for record in commits.poll(wait if staged else 0.0):
+                self._ledger.add(record, applied)
+            for p in self._staging:
+                self._resolve(p)
             if time.monotonic() >= next_ends:
                 next_ends = time.monotonic() + self.options.log_end_interval_s
                 self._refresh_lag(consumer)
@@ -195,29 +213,36 @@ class Node:
         starts.append(self._staging[p].first_offset())
         return min(s for s in starts if s is not None)
 
-    def _apply(self, r: LogRecord) -> None:
+    def _stage(self, r: LogRecord) -> None:
         fs = self.tablets.stores.get(r.partition)
-        state = self._parts.get(r.partition)
-        if fs is None or state is None or state.failed is not None:
+        if fs is None:
             return
+        staging = self._staging[r.partition]
         batch = r.headers.get(BATCH)
-        if batch is not None:
-            staging = self._staging[r.partition]
-            if r.kind != COMMIT:
-                for b in staging.stage(r, batch.decode()):
-                    log.warning("node %s partition %d: dropped aborted batch %s",
-                                self.me.name, r.partition, b)  # fmt: skip
+        if batch is None or r.kind == COMMIT:  # a commit record here: an older router's form
+            staging.read_to = max(staging.read_to, r.offset + 1)
+            if r.kind != COMMIT and r.offset + 1 > fs.last_seq:
+                staging.add(r, None)
+            return
+        staging.add(r, batch.decode())
+
+    def _resolve(self, partition: int) -> None:
+        """Apply, in order, what the partition's staging holds and the commits topic decided."""
+        fs = self.tablets.stores[partition]
+        state = self._parts.get(partition)
+        if state is None or state.failed is not None:
+            return
+        staging = self._staging[partition]
+        for b in staging.drop_dead(self._ledger):
+            log.warning("node %s partition %d: dropped aborted batch %s",
+                        self.me.name, partition, b)  # fmt: skip
+        while (ready := staging.next_ready(self._ledger)) is not None:
+            if ready.seq <= fs.last_seq:
+                continue  # applied before a restart
+            self._staged_from[partition].set(staging.first_offset())
+            self._apply_ready(partition, fs, ready)
+            if self._parts[partition].failed is not None:
                 return
-            ready = staging.commit(r, batch.decode(), fs.last_seq)
-            if r.offset + 1 <= fs.last_seq:
-                return  # applied before a restart
-            self._staged_from[r.partition].set(staging.first_offset())
-            if ready is None:
-                ready = Ready(r.offset + 1, r.view, COMMIT, [])
-        else:
-            self._staged_from[r.partition].set(self._staging[r.partition].first_offset())
-            ready = Ready(r.offset + 1, r.view, r.kind, [r])
-        self._apply_ready(r.partition, fs, ready)
 
     def _apply_ready(self, partition: int, fs: Any, ready: Ready) -> None:
         seq = ready.seq

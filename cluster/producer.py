@@ -136,7 +136,11 @@ class TransactionalProducer:
         while True:
             try:
                 self._producer.produce(
-                    self.topic, value=value, partition=s.partition, headers=headers, on_delivery=cb
+                    s.topic or self.topic,
+                    value=value,
+                    partition=s.partition,
+                    headers=headers,
+                    on_delivery=cb,
                 )
                 return
             except BufferError:  # local queue full: let deliveries drain it

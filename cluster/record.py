@@ -6,9 +6,9 @@ a control payload. Headers (frozen wire format: nodes of other versions read the
 - `kind`: `data` (an IPC table of rows) or `control` (e.g. a definitions change);
 - `chunk`: `i/n`, present on every record: the slice was cut into n records, this is the i-th
   (0-based). All n are produced in the same transaction, in order, to the same partition.
-- `batch` (optional): `<writer>/<id>`; records with it are applied only when the `commit`
-  record (kind `commit`, empty value) of the same batch reaches their partition
-  (cluster/staging.py). Records without it are applied as they arrive.
+- `batch` (optional): `<router>/<session>/<n>`; records with it are applied only once the
+  batch's `commit` record is read from the commits topic (cluster/commits.py,
+  cluster/staging.py). Records without it are applied in offset order as they arrive.
 
 `encode_chunks` cuts a table into IPC chunks of at most `max_bytes` each (the broker's message
 limit). Pure functions and frozen values; safe from any thread.
@@ -32,7 +32,7 @@ BATCH = "batch"
 DATA = "data"  # `kind` values
 CONTROL = "control"
 COMMIT = "commit"
-Kind = Literal["data", "control", "commit"]
+Kind = Literal["data", "control", "commit", "session"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class Slice:
     kind: Kind
     payload: pa.Table | bytes  # a table for kind=data; opaque bytes for kind=control
     batch: str | None = None  # the `batch` header, see the module docstring
+    topic: str | None = None  # None: the producer's topic (else e.g. the commits topic)
 
 
 @dataclass(frozen=True)

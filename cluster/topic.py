@@ -1,4 +1,4 @@
-"""The cluster's one topic: created with P partitions, or checked to have exactly P.
+"""The cluster's topics: the data topic with P partitions and its one-partition commits topic.
 
 `ensure_topic` is idempotent: it creates the topic when absent and refuses (TopicMismatchError,
 naming both counts) a topic that has another partition count, because P never changes: the
@@ -12,6 +12,7 @@ import logging
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from cluster.commits import commits_topic
 from cluster.errors import ClusterError, TopicMismatchError
 
 log = logging.getLogger(__name__)
@@ -30,12 +31,21 @@ def ensure_topic(
     replication_factor: int = -1,
     timeout_s: float = 10.0,
 ) -> bool:
-    """Create `topic` with `partitions` partitions if absent; True if this call created it.
+    """Create `topic` with `partitions` partitions if absent, and its commits topic
+    (`<topic>-commits`, one partition: cluster/commits.py); True if this call created `topic`.
 
     replication_factor: -1 takes the broker's default (a production cluster sets 3).
     Raises TopicMismatchError if the topic exists with another partition count.
     """
     admin = AdminClient({"bootstrap.servers": bootstrap_servers}, logger=log)
+    created = _ensure_one(admin, topic, partitions, replication_factor, timeout_s)
+    _ensure_one(admin, commits_topic(topic), 1, replication_factor, timeout_s)
+    return created
+
+
+def _ensure_one(
+    admin: AdminClient, topic: str, partitions: int, replication_factor: int, timeout_s: float
+) -> bool:
     existing = _partition_count(admin, topic, timeout_s)
     created = False
     if existing is None:

@@ -1,12 +1,14 @@
-"""The router's batch writer: batches in one transaction each, closed by commit records, and the
-acknowledged positions that read-your-writes waits for.
+"""The router's batch writer: each batch's data in one transaction, then its one commit
+record, and the acknowledged positions that read-your-writes waits for.
 
-`BatchWriter.produce(slices)` adds, after the slices (which carry one batch id), a `commit`
-record to every partition they touch, in the same Kafka transaction (cluster/staging.py says
-why), and remembers per partition the highest offset it acknowledged (`acked`: what
-read-your-writes waits for). The TransactionalProducer is created on first use (or by `warm`)
-under `transactional_id`, which fences an earlier producer with that id and aborts its open
-transaction. `stamp_created` stamps the ingest time where a row gives no created_timestamp,
+`BatchWriter.produce(slices)` writes one batch at a time: it names the batch
+`<transactional id>/<session>/<n>` (n counts up within this writer's session), produces the
+slices in one Kafka transaction and, once it committed, one `commit` record to the commits topic
+(its own transaction, acks=all) saying where the batch ends in each partition (cluster/commits.py
+says why); only then does it remember per partition the highest offset it acknowledged (`acked`:
+what read-your-writes waits for). The TransactionalProducer is created on first use (or by
+`warm`) under `transactional_id`, which fences an earlier producer with that id and aborts its
+open transaction, and then writes the `session` record that ends the earlier sessions. `stamp_created` stamps the ingest time where a row gives no created_timestamp,
 never below an earlier stamp.
 
 Thread-safety: all methods may be called from any thread; `_lock` guards the acknowledged
@@ -19,10 +21,12 @@ import logging
 import threading
 import time
 import uuid
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
 
+from cluster.commits import commits_topic, encode_offsets
 from cluster.errors import ClusterError
 from cluster.producer import ProducerOptions, TransactionalProducer
 from cluster.record import Slice
@@ -49,20 +53,28 @@ class BatchWriter:
         self._last_created = 0  # GUARDED_BY(_lock)
         self._producer_lock = threading.Lock()
         self._producer: TransactionalProducer | None = None  # GUARDED_BY(_producer_lock)
+        self.session = uuid.uuid4().hex
+        self._n = 0  # GUARDED_BY(_producer_lock): the next batch number of this session
 
     def batch_id(self) -> str:
-        """A new batch id: `<transactional id>/<uuid>` (the writer part is what staging groups by)."""
-        return f"{self.transactional_id}/{uuid.uuid4().hex}"
+        """A provisional batch id; `produce` renames the batch when its turn comes."""
+        return f"{self.transactional_id}/{self.session}/pending"
 
     def produce(self, slices: list[Slice]) -> dict[int, int]:
-        """One transaction: the slices (one batch), then a commit record per partition they
-        touch; {partition: offset of its commit record} after the commit."""
+        """The slices (one batch) in one transaction, then its commit record; {partition: last
+        offset written} once the commit record is durable."""
         if not slices:
             return {}
-        batch = slices[0].batch
-        touched = sorted({s.partition for s in slices})
-        commits = [Slice(p, slices[0].view, "commit", b"", batch) for p in touched]
-        positions = self._writer().produce([*slices, *commits])
+        with self._producer_lock:
+            producer = self._writer_locked()
+            batch = f"{self.transactional_id}/{self.session}/{self._n}"
+            self._n += 1
+            positions = producer.produce([replace(s, batch=batch) for s in slices])
+            commit = Slice(
+                0, slices[0].view, "commit", encode_offsets(positions), batch,
+                commits_topic(self.topic),
+            )  # fmt: skip
+            producer.produce([commit])
         with self._lock:
             for p, off in positions.items():
                 self._acked[p] = max(self._acked.get(p, -1), off)
@@ -96,8 +108,18 @@ class BatchWriter:
 
     def _writer(self) -> TransactionalProducer:
         with self._producer_lock:
-            if self._producer is None:
-                self._producer = TransactionalProducer(
-                    self.bootstrap_servers, self.topic, self.transactional_id, self.options
-                )
-            return self._producer
+            return self._writer_locked()
+
+    def _writer_locked(self) -> TransactionalProducer:
+        if self._producer is None:
+            producer = TransactionalProducer(
+                self.bootstrap_servers, self.topic, self.transactional_id, self.options
+            )
+            session = f"{self.transactional_id}/{self.session}"
+            try:
+                producer.produce([Slice(0, "", "session", b"", session, commits_topic(self.topic))])
+            except ClusterError:
+                producer.close()
+                raise
+            self._producer = producer
+        return self._producer

@@ -2,8 +2,9 @@
 
 The router is SIGKILLed while it produces a batch spanning every partition; a new router (same
 transactional.id) aborts the open transaction, which the Tansu test broker then delivers to
-read_committed readers. Nodes stage a batch until its commit records (cluster/staging.py), so
-nothing of the killed batch becomes visible; the next batches are applied whole.
+read_committed readers. Nodes stage a batch until its one commit record in the commits topic
+(cluster/commits.py, cluster/staging.py); the new router's session record makes the killed batch
+dead, so nothing of it becomes visible; the next batches are applied whole.
 """
 
 from __future__ import annotations
