@@ -34,6 +34,10 @@ from app.settings import DEFAULT_ROOT
 
 __all__ = ["delete", "export", "forget", "get", "ingest", "offline_files"]
 
+EntityOption = Annotated[
+    list[str], typer.Option("--entity", "-e", help="KEY=V1,V2,... (repeat for composite keys).")
+]
+
 
 def ingest(
     view: Annotated[str, typer.Argument(help="Feature view name.")],
@@ -72,25 +76,17 @@ def ingest(
 
 def get(
     features: Annotated[list[str], typer.Argument(help="VIEW:FEATURE refs, or one service name.")],
-    entity: Annotated[
-        list[str], typer.Option("--entity", "-e", help="KEY=V1,V2,... (repeat for composite keys).")
-    ],
+    entity: EntityOption,
     root: RootOption = Path(DEFAULT_ROOT),
     full_feature_names: Annotated[bool, typer.Option(help="Name columns view__feature.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print Feast's JSON shape.")] = False,
 ) -> None:
     """Read online features for some entities."""
-    from app.errors import BadRequestError
     from app.feast_json import feast_json
     from app.payloads import check_columns
 
     def body() -> None:
-        entities: dict[str, list] = {}
-        for item in entity:
-            key, sep, values = item.partition("=")
-            if not sep or not key:
-                raise BadRequestError(f"--entity {item!r}: use KEY=V1,V2,...")
-            entities[key] = values.split(",")
+        entities = _entity_values(entity)
         check_columns(entities, "--entity")
         with open_store(root) as fs:
             wanted: list[str] | str = features
@@ -105,6 +101,20 @@ def get(
         _print_online(out)
 
     _run(body)
+
+
+def _entity_values(items: list[str]) -> dict[str, list]:
+    """The `--entity KEY=V1,V2,...` options as {key: [value text, ...]}; BadRequestError names
+    a malformed one."""
+    from app.errors import BadRequestError
+
+    entities: dict[str, list] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not key:
+            raise BadRequestError(f"--entity {item!r}: use KEY=V1,V2,...")
+        entities[key] = values.split(",")
+    return entities
 
 
 def _print_online(out: dict[str, Any]) -> None:
@@ -219,21 +229,13 @@ def offline_files(
 
 def delete(
     view: Annotated[str, typer.Argument(help="Feature view name.")],
-    entity: Annotated[
-        list[str], typer.Option("--entity", "-e", help="KEY=V1,V2,... (repeat for composite keys).")
-    ],
+    entity: EntityOption,
     root: RootOption = Path(DEFAULT_ROOT),
 ) -> None:
     """Delete entities from a view in both stores (durable when it returns)."""
-    from app.errors import BadRequestError
 
     def body() -> None:
-        entities: dict[str, list] = {}
-        for item in entity:
-            key, sep, values = item.partition("=")
-            if not sep or not key:
-                raise BadRequestError(f"--entity {item!r}: use KEY=V1,V2,...")
-            entities[key] = values.split(",")
+        entities = _entity_values(entity)
         with open_store(root) as fs:
             out = fs.delete(view, entities)
         console.print(f"deleted {out['deleted']} entities of {view} at seq {out['seq']}")

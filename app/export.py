@@ -186,28 +186,23 @@ def parse_json_request(
     obj = require_object(obj)
     features, plan = resolve_features(obj, snap)
     has_cols, has_path = "entities" in obj, "entities_path" in obj
+    entities: pa.Table | str | None = None
+    entities_as_of: Any = None
     if "entities_as_of" in obj:
         if has_cols or has_path:
             raise BadRequestError(
                 "send 'entities_as_of' instead of 'entities' or 'entities_path', not with them"
             )
-        value = obj["entities_as_of"]
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
+        entities_as_of = obj["entities_as_of"]
+        if isinstance(entities_as_of, bool) or not isinstance(entities_as_of, str | int | float):
             raise BadRequestError(
-                f"'entities_as_of' must be ISO 8601 text or epoch seconds, got {short_repr(value)}"
+                "'entities_as_of' must be ISO 8601 text or epoch seconds, got "
+                f"{short_repr(entities_as_of)}"
             )
-        return ExportRequest(
-            entities=None,
-            features=features,
-            as_of_seq=parse_as_of_seq(obj.get("as_of_seq")),
-            mode=choose_mode(accept, obj.get("output")),
-            out_name=check_out_name(obj.get("out")),
-            entities_as_of=value,
-        )
-    if has_cols == has_path:
+    elif has_cols == has_path:
         raise BadRequestError("send exactly one of 'entities' (JSON columns) or 'entities_path'")
-    if has_cols:
-        entities: pa.Table | str = entities_from_columns(obj["entities"], plan, snap)
+    elif has_cols:
+        entities = entities_from_columns(obj["entities"], plan, snap)
     else:
         entities = safe_entities_path(obj["entities_path"], root)
         check_entity_file(entities, obj["entities_path"])
@@ -217,6 +212,7 @@ def parse_json_request(
         as_of_seq=parse_as_of_seq(obj.get("as_of_seq")),
         mode=choose_mode(accept, obj.get("output")),
         out_name=check_out_name(obj.get("out")),
+        entities_as_of=entities_as_of,
     )
 
 
@@ -285,6 +281,8 @@ def run_export(fs: FeatureStore, req: ExportRequest) -> dict[str, Any]:
     }
     if "outside_retention" in info:  # entity rows before a view's retention, read as nulls
         answer["outside_retention"] = dict(info["outside_retention"])
+    if "entities_as_of" in info:  # the instant of a batch-scoring export, ns since the epoch
+        answer["entities_as_of"] = int(info["entities_as_of"])
     return answer
 
 

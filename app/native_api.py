@@ -213,10 +213,9 @@ async def delete_entities(view: str, request: Request) -> Response:
     answers {"seq", "deleted"} once the delete is durable (see README "Deleting and
     forgetting")."""
     svc = _service(request)
-    body = require_object(parse_json(await read_body(request, svc.settings.max_body_bytes)))
-    entities = body.get("entities")
-    if not isinstance(entities, dict) or not entities:
-        raise BadRequestError('the body must be {"entities": {join_key: [values, ...]}}')
+    entities = await _body_field(
+        request, svc, "entities", dict, '{"entities": {join_key: [values, ...]}}'
+    )
     return json_response(await svc.run_write(svc.store.delete, view, entities))
 
 
@@ -225,11 +224,22 @@ async def forget_entity(entity: str, request: Request) -> Response:
     """Delete entities from every view keyed by `entity` (composite keys included), in one
     record: body {"keys": [values]}; answers {"seq", "deleted", "views"}."""
     svc = _service(request)
-    body = require_object(parse_json(await read_body(request, svc.settings.max_body_bytes)))
-    keys = body.get("keys")
-    if not isinstance(keys, list) or not keys:
-        raise BadRequestError('the body must be {"keys": [values, ...]} (at least one key)')
+    keys = await _body_field(
+        request, svc, "keys", list, '{"keys": [values, ...]} (at least one key)'
+    )
     return json_response(await svc.run_write(svc.store.forget, entity, keys))
+
+
+async def _body_field(
+    request: Request, svc: StoreService, name: str, kind: type, shape: str
+) -> Any:
+    """The non-empty `kind` field `name` of a JSON object body; BadRequestError otherwise,
+    saying the body must be `shape`."""
+    body = require_object(parse_json(await read_body(request, svc.settings.max_body_bytes)))
+    value = body.get(name)
+    if not isinstance(value, kind) or not value:
+        raise BadRequestError(f"the body must be {shape}")
+    return value
 
 
 @router.get("/metrics")

@@ -18,6 +18,9 @@ Measured in one run:
   compared value by value (floats within 1e-9 relative);
 - memory: the online event state's bytes per event and per entity, the offline Parquet bytes per
   event. Windows cost nothing per window: the state holds events, aggregates are computed at read.
+- REST: `rickhouse serve` on the store (free 127.0.0.1 port), --rest-requests (3,000) sequential
+  keep-alive POST /get-online-features of 1 entity each (httpx) for the aggregation view (its 9
+  aggregates) and for a plain view of 9 stored features, interleaved: req/s, p50, p99, ratio.
 Prints the machine, one JSON line per measurement and a table.
 """
 
@@ -27,12 +30,17 @@ import argparse
 import json
 import os
 import platform
+import shutil
+import signal
+import socket
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import duckdb
+import httpx
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -41,8 +49,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from store import FeatureStore  # noqa: E402
 
-T0 = 1_767_225_600 * 10**9
 DAY = 86_400 * 10**9
+# the events span the 30 days before today, so online reads (at the request time) see full windows
+T0 = (time.time_ns() // DAY - 30) * DAY
 HOUR = 3_600 * 10**9
 TS = pa.timestamp("ns", tz="UTC")
 EVENTS = [{"name": "amount", "dtype": "float64"}, {"name": "merchant", "dtype": "string"}]
@@ -58,11 +67,13 @@ NAMES = [
     "amount_sum_1h", "amount_sum_1d", "amount_sum_7d", "amount_count_1d", "amount_count_7d",
     "amount_mean_7d", "amount_max_1d", "amount_stddev_7d", "merchant_last_7d",
 ]  # fmt: skip
+PLAIN9 = [{"name": f"f{i}", "dtype": "float64"} for i in range(len(NAMES))]  # as many features
 DEFS = {
     "entities": [{"name": "user", "join_keys": ["user_id"]}],
     "feature_views": [
         {"name": "user_txn", "entities": ["user"], "events": EVENTS, "aggregations": AGGS},
         {"name": "plain_txn", "entities": ["user"], "features": EVENTS},
+        {"name": "plain9", "entities": ["user"], "features": PLAIN9},
     ],
 }
 BATCH = 50_000
@@ -176,6 +187,62 @@ def compare(ours: pa.Table, theirs: pa.Table) -> int:
     return bad
 
 
+def rest_compare(root: Path, users: np.ndarray, n: int) -> dict:
+    """`rickhouse serve` on `root` (free loopback port): `n` sequential keep-alive POSTs
+    /get-online-features of 1 entity for the aggregation view (all 9 aggregates) and for plain9
+    (9 stored features), interleaved; req/s, p50, p99 of each and the ratio."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = shutil.which("rickhouse", path=str(Path(sys.executable).parent))
+    cmd = [exe] if exe else [sys.executable, "-m", "app.cli"]
+    cmd += ["serve", "--root", str(root), "--host", "127.0.0.1", "--port", str(port)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RICKHOUSE_")}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    url = f"http://127.0.0.1:{port}/get-online-features"
+    bodies = {
+        "aggregation": [f"user_txn:{f}" for f in NAMES],
+        "plain": [f"plain9:{f['name']}" for f in PLAIN9],
+    }
+    try:
+        with httpx.Client(timeout=30) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if client.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("rickhouse serve did not become healthy")
+                time.sleep(0.2)
+            times: dict[str, list[int]] = {k: [] for k in bodies}
+            for i in range(200 + n):  # the first 200 rounds warm up
+                for kind, refs in bodies.items():
+                    body = {"entities": {"user_id": [int(users[i % len(users)])]}, "features": refs}
+                    t = time.perf_counter_ns()
+                    r = client.post(url, json=body)
+                    dt = time.perf_counter_ns() - t
+                    if r.status_code != 200:
+                        raise RuntimeError(f"{kind}: HTTP {r.status_code}: {r.text[:300]}")
+                    if i >= 200:
+                        times[kind].append(dt)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    out: dict[str, float] = {}
+    for kind, ts in times.items():
+        a = np.array(ts)
+        out[f"{kind}_req_per_s"] = round(len(a) / (a.sum() / 1e9))
+        out[f"{kind}_p50_us"] = round(float(np.percentile(a, 50)) / 1e3)
+        out[f"{kind}_p99_us"] = round(float(np.percentile(a, 99)) / 1e3)
+    out["ratio"] = round(out["aggregation_req_per_s"] / out["plain_req_per_s"], 2)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -183,6 +250,7 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=100_000)
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--dir", default=None)
+    ap.add_argument("--rest-requests", type=int, default=3_000, help="per view, 0: skip")
     args = ap.parse_args()
     if args.quick:
         args.events, args.rows = 1_000_000, 100_000
@@ -210,6 +278,12 @@ def main() -> None:
                             first_fifth_events_per_s=round(head_rows / agg_head_s),
                             plain_rows_per_s=round(head_rows / plain_s),
                             ratio=round(plain_s / agg_head_s, 2)))  # fmt: skip
+        uids = np.arange(args.users)
+        fs.ingest("plain9", pa.table({
+            "user_id": pa.array(uids),
+            "event_timestamp": pa.array(np.full(args.users, T0 + 30 * DAY)).cast(TS),
+            **{f["name"]: pa.array(rng.random(args.users)) for f in PLAIN9},
+        }))  # fmt: skip
         fs.flush()
         users = rng.integers(0, args.users, 20_000)
         it = iter(users.tolist() * 2)
@@ -250,6 +324,10 @@ def main() -> None:
                             rickhouse_s=round(ours_s, 2), duckdb_window_s=round(duck_s, 2),
                             speedup=round(duck_s / ours_s, 2), mismatches=bad))  # fmt: skip
         fs.close()
+        if args.rest_requests:
+            rest = rest_compare(Path(tmp) / "root", users, args.rest_requests)
+            results.append(emit("rest_1_entity", requests=args.rest_requests,
+                                features=len(NAMES), **rest))  # fmt: skip
     print(f"\nmachine: {os.cpu_count()} cpus, load average at start {load}")
     print("| measurement | figure |\n|---|---|")
     for r in results:

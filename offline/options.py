@@ -46,7 +46,7 @@ class OfflineOptions:
     # view's rows are spilled once into buckets of about this many rows, then aggregated one
     # bucket at a time, so memory is bounded by a bucket (~100-200 bytes per row held, plus
     # the caller's copy), not by the view. Smaller buckets cost more queries.
-    latest_bucket_entities: int = 1 << 20
+    latest_bucket_entities: int = 1 << 19
     # fsync files, directories and the manifest. Off only for benchmarks of the CPU path.
     fsync: bool = True
     # Seconds a Parquet file stays on disk after compaction or retention replaces it: a

@@ -163,12 +163,7 @@ class Reads:
         null_before: dict[str, int] | None = None,
     ) -> pa.Table:
         """See OfflineStore.get_historical."""
-        snaps = self._snapshot([q.view for q in queries])
-        try:
-            con = self._cursor()
-        except BaseException:
-            self._release(snaps)
-            raise
+        snaps, con = self._pin([q.view for q in queries])
         try:
             with naming_damage(snaps.values()):
                 ent = load_entities(entities, con, read_path=True)
@@ -198,12 +193,7 @@ class Reads:
         as_of_seq: int | None = None,
     ) -> list[str]:
         """The Parquet files `get_historical(entities, queries, as_of_seq)` reads (its pruning)."""
-        snaps = self._snapshot([q.view for q in queries])
-        try:
-            con = self._cursor()
-        except BaseException:
-            self._release(snaps)
-            raise
+        snaps, con = self._pin([q.view for q in queries])
         try:
             ent = load_entities(entities, con, read_path=True)
             return self._plan(con, snaps, ent, queries, as_of_seq, False, None).files
@@ -222,15 +212,8 @@ class Reads:
     ) -> ExportResult:
         """See OfflineStore.export."""
         out = Path(out_path)
-        snaps = self._snapshot([q.view for q in queries])
-        seq = max((s.max_seq for s in snaps.values()), default=0)
-        if as_of_seq is not None:
-            seq = min(seq, as_of_seq)
-        try:
-            con = self._cursor()
-        except BaseException:
-            self._release(snaps)
-            raise
+        snaps, con = self._pin([q.view for q in queries])
+        seq = _export_seq(snaps, as_of_seq)
         temp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}")
         started = time.perf_counter()
         try:
@@ -294,15 +277,8 @@ class Reads:
     ) -> ExportResult:
         """See OfflineStore.export_as_of."""
         out = Path(out_path)
-        snaps = self._snapshot([q.view for q in queries])
-        seq = max((s.max_seq for s in snaps.values()), default=0)
-        if as_of_seq is not None:
-            seq = min(seq, as_of_seq)
-        try:
-            con = self._cursor()
-        except BaseException:
-            self._release(snaps)
-            raise
+        snaps, con = self._pin([q.view for q in queries])
+        seq = _export_seq(snaps, as_of_seq)
         tag = uuid.uuid4().hex[:12]
         temp = out.with_name(f".{out.name}.{tag}{TEMP_SUFFIX}")
         keys = self._temp_root / f"{SPILL_PREFIX}keys-{tag}.parquet"
@@ -338,6 +314,16 @@ class Reads:
         )
         return ExportResult(rows=n, seq=seq, path=str(out))
 
+    def _pin(self, views: list[str]) -> tuple[dict[str, ViewSnapshot], duckdb.DuckDBPyConnection]:
+        """Pin `views` and open a cursor; the caller closes the cursor and releases the
+        snapshot. On failure nothing stays pinned."""
+        snaps = self._snapshot(views)
+        try:
+            return snaps, self._cursor()
+        except BaseException:
+            self._release(snaps)
+            raise
+
     def _plan(
         self,
         con: duckdb.DuckDBPyConnection,
@@ -370,6 +356,12 @@ class Reads:
             return con.sql(sql, params=params).to_arrow_table()
         except duckdb.Error as exc:
             raise query_error(exc) from exc
+
+
+def _export_seq(snaps: dict[str, ViewSnapshot], as_of_seq: int | None) -> int:
+    """The seq an export reflects: `as_of_seq`, or the highest seq appended to its views."""
+    seq = max((s.max_seq for s in snaps.values()), default=0)
+    return seq if as_of_seq is None else min(seq, as_of_seq)
 
 
 def _range_ns(start: object, end: object) -> tuple[int | None, int | None]:

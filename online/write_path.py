@@ -33,8 +33,7 @@ def write(
     created_ts: np.ndarray,
     features: pa.RecordBatch | pa.Table,
 ) -> None:
-    """Apply one validated batch with sequence number `seq` (> every earlier seq). Keeps the
-    latest version per key under (event_ts, created_ts, seq, position in the batch)."""
+    """LSMTree.write (its docstring is the contract): check the batch's arrays, insert it."""
     tree._check_open()
     keys = as_keys(keys)
     ev = np.ascontiguousarray(event_ts, dtype=np.int64)
@@ -43,33 +42,7 @@ def write(
         raise OnlineError(
             f"keys, event_ts and created_ts differ in length ({len(keys)}, {len(ev)}, {len(cr)})"
         )
-    wait_for_flushes(tree)
-    with tree._write_lock:
-        tree._check_open()
-        if seq <= tree._last_seq:
-            raise OnlineError(f"seq {seq} is not above the last written seq {tree._last_seq}")
-        records, strings = tree._layout.pack(ev, cr, seq, features)
-        mem = tree._versions.current.mems[0]
-        if len(keys):
-            rows = latest_rows(tree, keys, ev, cr)
-            if mem.nrows and mem.nrows + len(rows) > mem.capacity:
-                # full before the memory budget (short rows): start a new memtable rather
-                # than grow this one by copying it
-                tree._freeze()
-                mem = tree._versions.current.mems[0]
-            mem.insert(keys, records, rows, strings)
-            tree._max_ev = max(tree._max_ev, int(ev.max()))
-            tree._max_cr = max(tree._max_cr, int(cr.max()))
-        mem.max_seq = seq
-        tree._last_seq = seq
-        if mem.nbytes >= tree.options.memtable_bytes:
-            tree._freeze()
-    if tree._versions.current.mems[1:]:
-        if tree.options.background:
-            tree._bg.wake()
-        else:
-            tree._flush_frozen()
-            tree._maintain()
+    _insert(tree, seq, keys, ev, cr, features, False)
 
 
 def delete(
@@ -92,18 +65,36 @@ def delete(
     cr = np.ascontiguousarray(created_ts, dtype=np.int64)
     if features is None:
         features = pa.table({f.name: pa.nulls(len(keys), f.arrow_type) for f in tree.fields})
+    _insert(tree, seq, keys, ev, cr, features, True)
+
+
+def _insert(
+    tree: LSMTree,
+    seq: int,
+    keys: np.ndarray,
+    ev: np.ndarray,
+    cr: np.ndarray,
+    features: pa.RecordBatch | pa.Table,
+    tombstones: bool,
+) -> None:
+    """Write one checked batch (as versions, or as tombstones) into the active memtable at
+    `seq`, freeze it when full, then flush or wake the background worker."""
     wait_for_flushes(tree)
     with tree._write_lock:
         tree._check_open()
         if seq <= tree._last_seq:
             raise OnlineError(f"seq {seq} is not above the last written seq {tree._last_seq}")
         records, strings = tree._layout.pack(ev, cr, seq, features)
-        records[:, 2] |= tombs.TOMBSTONE_BIT
+        if tombstones:
+            records[:, 2] |= tombs.TOMBSTONE_BIT
         mem = tree._versions.current.mems[0]
         if len(keys):
-            tree._has_tombstones = True
+            if tombstones:
+                tree._has_tombstones = True
             rows = latest_rows(tree, keys, ev, cr)
             if mem.nrows and mem.nrows + len(rows) > mem.capacity:
+                # full before the memory budget (short rows): start a new memtable rather
+                # than grow this one by copying it
                 tree._freeze()
                 mem = tree._versions.current.mems[0]
             mem.insert(keys, records, rows, strings)

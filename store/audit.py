@@ -100,7 +100,7 @@ def _equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray(eq, dtype=bool)
 
 
-CHUNK_ROWS = 1 << 20  # online rows per scan chunk (one spill file each)
+CHUNK_ROWS = 1 << 19  # online rows per scan chunk (one spill file each); ~one bucket
 
 
 def audit_view(

@@ -7,7 +7,7 @@ Pure functions over their arguments; safe from any thread.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -188,26 +188,35 @@ def parse_service(
     for ref in refs:
         view, _, feat = str(ref).partition(":")
         if on_demand and view in on_demand:  # an on-demand view's features
-            if not feat or feat == "*":
-                out.extend(f"{view}:{f.name}" for f in on_demand[view].features)
-            elif feat not in on_demand[view].feature_index:
-                raise DefinitionError(
-                    f"feature service {name!r}: on-demand view {view!r} has no feature {feat!r}"
-                )
-            else:
-                out.append(f"{view}:{feat}")
+            odv = on_demand[view]
+            out += _service_refs(
+                name, "on-demand view", view, feat, odv.features, odv.feature_index
+            )
             continue
         if view not in views:
             raise DefinitionError(f"feature service {name!r}: unknown feature view in {ref!r}")
-        if not feat or feat == "*":
-            out.extend(f"{view}:{f.name}" for f in views[view].served_features)
-        elif feat not in views[view].served_index:
-            raise DefinitionError(
-                f"feature service {name!r}: view {view!r} has no feature {feat!r}"
-            )
-        else:
-            out.append(f"{view}:{feat}")
+        fv = views[view]
+        out += _service_refs(name, "view", view, feat, fv.served_features, fv.served_index)
     return FeatureService(name, tuple(out))
+
+
+def _service_refs(
+    service: str,
+    kind: str,
+    view: str,
+    feat: str,
+    features: Sequence[Any],
+    index: Container[str],
+) -> list[str]:
+    """One `view:feat` ref of a service, expanded: every feature of `view` (a `kind`) for an
+    empty or `*` feat, else the one named; DefinitionError when `view` has no such feature."""
+    if not feat or feat == "*":
+        return [f"{view}:{f.name}" for f in features]
+    if feat not in index:
+        raise DefinitionError(
+            f"feature service {service!r}: {kind} {view!r} has no feature {feat!r}"
+        )
+    return [f"{view}:{feat}"]
 
 
 def parse_push(obj: object, i: int, views: Mapping[str, FeatureView]) -> PushSource:

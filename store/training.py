@@ -252,7 +252,10 @@ def export_entities_as_of(
     last_seq: int,
 ) -> dict[str, Any]:
     """Export the latest row of every entity at the instant `entities_as_of` (no entity
-    list; see OfflineStore.export_as_of) as of `as_of_seq`: {"seq", "rows", "path"}."""
+    list; see OfflineStore.export_as_of) as of `as_of_seq`: {"seq", "rows", "path",
+    "entities_as_of"}, and "outside_retention" as `export` gives it. Entities deleted
+    (FeatureStore.delete / forget) are gone from the offline files, so they get no row, or
+    nulls for the views they were deleted from."""
     plan = snap.plan(features, full_feature_names)
     if getattr(plan, "on_demand", None) is not None or has_aggregates(plan):
         raise ValidationError(
@@ -278,7 +281,11 @@ def export_entities_as_of(
             null_before=null_before or None,
         )
     log.info("exported %d entities as of %d at seq %d to %s", res.rows, ts_ns, res.seq, res.path)
-    return {"seq": res.seq, "rows": res.rows, "path": res.path, "entities_as_of": ts_ns}
+    answer = {"seq": res.seq, "rows": res.rows, "path": res.path, "entities_as_of": ts_ns}
+    # every row is at `ts_ns`: all of them are outside a view's retention when the instant is
+    # before its cutoff, none otherwise; present when a view read has a retention, as `export`
+    outside = {v: res.rows if c > ts_ns else 0 for v, c in cutoffs.items()}
+    return answer | ({"outside_retention": outside} if outside else {})
 
 
 def entities_as_of_ns(value: Any) -> int:

@@ -35,11 +35,8 @@ def export_training(
     *,
     entities_as_of: Any = None,
 ) -> dict[str, Any]:
-    """Stream a point-in-time join to Parquet at `out_path`: {"seq", "rows", "path"}.
-
-    `entities_as_of` (ISO 8601 text, epoch seconds or a datetime) instead of `entities`:
-    the latest row of every entity at that instant, ttl applied, one row per key ordered
-    by key, streamed in bounded memory (store/training.py `export_entities_as_of`)."""
+    """FeatureStore.export_training (its docstring is the contract): check the arguments and
+    the as-of seq against deletes, then export at the applied seq."""
     if features is None or out_path is None:
         raise ValidationError("export_training needs features and out_path")
     if (entities is None) == (entities_as_of is None):

@@ -35,7 +35,7 @@ from store.commitlog import CommitLog
 from store.definitions import FeatureView
 from store.dtypes import TIMESTAMP
 from store.errors import ClosedError, ConflictError, StoreError, ValidationError
-from store.key_resolution import KEY_COLUMN, KeyResolver
+from store.key_resolution import KEY_COLUMN, HashedKeys, KeyResolver
 from store.keys import ENTITY_KEY_FIELD
 from store.recovery import Recovered, release_segments
 from store.registry import Registry
@@ -118,12 +118,7 @@ class WritePath:
         hashed = self._keys.prepare(view, table)
         with self.lock:
             self.check_open()
-            snap = self._snapshot()
-            if snap.defs.feature_views.get(view.name) is not view:
-                raise ConflictError(
-                    f"feature view {view.name!r} was redefined while this batch was being "
-                    "validated; nothing was written: send it again"
-                )
+            snap = self._current_snapshot(view)
             seq = self._next_seq
             if self.deleted is not None:
                 table, missing_created, hashed = self.deleted.filter_batch(
@@ -131,39 +126,12 @@ class WritePath:
                 )
             if missing_created is not None:
                 table = self._stamp_created(table, missing_created)
-            try:
-                payload = self._keys.payload(view, seq, table, hashed, snap.trees[view.name])
-                self._log.append(seq, view.name, payload)
-            except ValidationError:
-                self._keys.release(view.name, seq)
-                raise
-            except BaseException as e:
-                self._fail(e)
-                raise
-            self._next_seq = seq + 1
-        try:
-            self._log.sync(seq)
-        except BaseException as e:
-            self._fail(e)
-            raise
+            payload = self._append_batch(snap, view, seq, table, hashed)
+        self._sync(seq)
         with self._applied:
-            self._applied.wait_for(lambda: self._applied_seq == seq - 1 or self._failed is not None)
-            if self._failed is not None:
-                raise StoreError(f"the store failed before batch {seq} was applied: {self._failed}")
-            try:
-                apply_logged(snap, self._off, view, seq, payload, True, True)
-            except BaseException as e:
-                self._fail(e)
-                raise
-            self._applied_seq = seq
-            self.ingested_rows += table.num_rows
-            self.ingest_batches += 1
-            self._applied.notify_all()
-        self._observe(view, table)
-        if hashed is not None:
-            self._keys.release(view.name, seq)
-        if self._log.has_inactive:
-            self.trim_log(blocking=False)  # when free; flush, compact and close trim it too
+            self._wait_turn(seq, "batch")
+            self._apply_batch(snap, view, seq, payload, table.num_rows)
+        self._acknowledged(view, seq, table, hashed)
         return seq
 
     def write_at(self, seq: int, view: FeatureView, table: pa.Table) -> bool:
@@ -177,40 +145,14 @@ class WritePath:
             self.quiesce()
             if seq <= self._applied_seq:
                 return False
-            snap = self._snapshot()
-            if snap.defs.feature_views.get(view.name) is not view:
-                raise ConflictError(
-                    f"feature view {view.name!r} was redefined while this batch was being "
-                    "validated; nothing was written: send it again"
-                )
+            snap = self._current_snapshot(view)
             if self.deleted is not None:  # late events of deleted entities: dropped, counted
                 table, _, hashed = self.deleted.filter_batch(view, table, None, hashed)
-            try:
-                payload = self._keys.payload(view, seq, table, hashed, snap.trees[view.name])
-                self._log.append(seq, view.name, payload)
-            except ValidationError:
-                self._keys.release(view.name, seq)
-                raise
-            except BaseException as e:
-                self._fail(e)
-                raise
-            self._next_seq = seq + 1
+            payload = self._append_batch(snap, view, seq, table, hashed)
             with self._applied:
-                try:
-                    self._log.sync(seq)
-                    apply_logged(snap, self._off, view, seq, payload, True, True)
-                except BaseException as e:
-                    self._fail(e)
-                    raise
-                self._applied_seq = seq
-                self.ingested_rows += table.num_rows
-                self.ingest_batches += 1
-                self._applied.notify_all()
-        self._observe(view, table)
-        if hashed is not None:
-            self._keys.release(view.name, seq)
-        if self._log.has_inactive:
-            self.trim_log(blocking=False)
+                self._sync(seq)
+                self._apply_batch(snap, view, seq, payload, table.num_rows)
+        self._acknowledged(view, seq, table, hashed)
         return True
 
     def mark_at(self, seq: int, view_name: str, marker: pa.Table) -> bool:
@@ -233,11 +175,83 @@ class WritePath:
                 self._applied.notify_all()
         return True
 
-    def _observe(self, view: FeatureView, table: pa.Table) -> None:
+    def _current_snapshot(self, view: FeatureView) -> Snapshot:
+        """Caller holds `lock`: the current snapshot; ConflictError when `view` is no longer
+        the definition in it (redefined while the batch was validated: nothing written)."""
+        snap = self._snapshot()
+        if snap.defs.feature_views.get(view.name) is not view:
+            raise ConflictError(
+                f"feature view {view.name!r} was redefined while this batch was being "
+                "validated; nothing was written: send it again"
+            )
+        return snap
+
+    def _append_batch(
+        self,
+        snap: Snapshot,
+        view: FeatureView,
+        seq: int,
+        table: pa.Table,
+        hashed: HashedKeys | None,
+    ) -> pa.Table:
+        """Caller holds `lock`: resolve keys, append the batch's record at `seq` (not yet
+        fsynced) and take `seq`; return the payload as logged. A ValidationError releases the
+        key claims (nothing written); any other failure latches the store."""
+        try:
+            payload = self._keys.payload(view, seq, table, hashed, snap.trees[view.name])
+            self._log.append(seq, view.name, payload)
+        except ValidationError:
+            self._keys.release(view.name, seq)
+            raise
+        except BaseException as e:
+            self._fail(e)
+            raise
+        self._next_seq = seq + 1
+        return payload
+
+    def _sync(self, seq: int) -> None:
+        """fsync the log through `seq`; a failure latches the store."""
+        try:
+            self._log.sync(seq)
+        except BaseException as e:
+            self._fail(e)
+            raise
+
+    def _wait_turn(self, seq: int, what: str) -> None:
+        """Caller holds `_applied`: wait until `seq` is next to apply; StoreError (naming the
+        `what` at `seq`) when the store failed first."""
+        self._applied.wait_for(lambda: self._applied_seq == seq - 1 or self._failed is not None)
+        if self._failed is not None:
+            raise StoreError(f"the store failed before {what} {seq} was applied: {self._failed}")
+
+    def _apply_batch(
+        self, snap: Snapshot, view: FeatureView, seq: int, payload: pa.Table, rows: int
+    ) -> None:
+        """Caller holds `_applied`, `seq` is next: apply the logged batch to both stores and
+        acknowledge it; a failure latches the store."""
+        try:
+            apply_logged(snap, self._off, view, seq, payload, True, True)
+        except BaseException as e:
+            self._fail(e)
+            raise
+        self._applied_seq = seq
+        self.ingested_rows += rows
+        self.ingest_batches += 1
+        self._applied.notify_all()
+
+    def _acknowledged(
+        self, view: FeatureView, seq: int, table: pa.Table, hashed: HashedKeys | None
+    ) -> None:
+        """After `seq` is applied, outside the locks: tell the observers, release the key
+        claims and, when `lock` is free, trim the log (flush, compact and close trim it too)."""
         if self.observers:
             event_ns = column_numpy(table, EVENT_TS, np.int64)
             for observer in self.observers:
                 observer(view.name, event_ns)
+        if hashed is not None:
+            self._keys.release(view.name, seq)
+        if self._log.has_inactive:
+            self.trim_log(blocking=False)
 
     def write_record(
         self,
@@ -263,17 +277,9 @@ class WritePath:
                 self._fail(e)
                 raise
             self._next_seq = seq + 1
-        try:
-            self._log.sync(seq)
-        except BaseException as e:
-            self._fail(e)
-            raise
+        self._sync(seq)
         with self._applied:
-            self._applied.wait_for(lambda: self._applied_seq == seq - 1 or self._failed is not None)
-            if self._failed is not None:
-                raise StoreError(
-                    f"the store failed before record {seq} was applied: {self._failed}"
-                )
+            self._wait_turn(seq, "record")
             try:
                 result = apply(snap, seq, payload)
             except BaseException as e:

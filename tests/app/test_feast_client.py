@@ -4,7 +4,7 @@ Feast lives in `.venv-feast` (`make test` installs it; its pins never touch `.ve
 runs in a subprocess: tests/app/feast_client/client.py applies Feast definitions mirroring
 `user_stats` (tests/app/conftest.py), writes with `write_to_online_store` and
 `push(..., to=PushMode.ONLINE)` (both POST /write-to-online-store), reads with
-`get_online_features(...).to_dict()`, provokes errors, and prints what happened as JSON. Here we
+`get_online_features(...).to_dict()` (stored, on-demand and aggregate features), provokes errors, and prints what happened as JSON. Here we
 assert on that, and check through rickhouse's own endpoints that Feast's writes reached both
 stores. The expected values are the rows client.py writes, copied out by hand.
 """
@@ -119,13 +119,49 @@ USER_BOOST = {
 }
 
 
+# An aggregation view keyed by user: its aggregates are features Feast reads like any other.
+USER_TXN = {
+    "name": "user_txn",
+    "entities": ["user"],
+    "events": [{"name": "amount", "dtype": "float64"}],
+    "aggregations": [
+        {"column": "amount", "function": "sum", "windows": ["1d", "7d"]},
+        {"column": "amount", "function": "count", "windows": ["7d"]},
+    ],
+}
+AGG_FEATURES = ["user_txn:amount_sum_1d", "user_txn:amount_sum_7d", "user_txn:amount_count_7d"]
+AGG_IDS = [100, 1, 999_999]  # client.py reads these; 999999 has no event
+# Events relative to the test's start, far from every window's edge (online T is the read time).
+TXNS = [(100, 2, 1.5), (100, 3 * 24, 10.0), (100, 10 * 24, 100.0), (1, 1, 4.25)]  # (id, h ago, $)
+EXPECTED_AGG = {
+    "user_id": AGG_IDS,
+    "amount_sum_1d": [1.5, 4.25, None],
+    "amount_sum_7d": [11.5, 4.25, None],
+    "amount_count_7d": [2, 1, 0],
+}
+
+
 def with_on_demand_view(root: Path) -> Path:
-    """`root` with conftest's DEFS and USER_BOOST applied."""
+    """`root` with conftest's DEFS, USER_BOOST and USER_TXN applied, and TXNS ingested."""
+    import time
+
     from store import FeatureStore
     from tests.app.conftest import DEFS
 
+    now = time.time_ns()
+    events = pa.table(
+        {
+            "user_id": pa.array([t[0] for t in TXNS], pa.int64()),
+            "event_timestamp": pa.array(
+                [now - t[1] * 3600 * 10**9 for t in TXNS], pa.timestamp("ns", "UTC")
+            ),
+            "amount": [t[2] for t in TXNS],
+        }
+    )
     with FeatureStore(root) as fs:
-        fs.apply({**DEFS, "on_demand_views": [USER_BOOST]})
+        defs = {**DEFS, "feature_views": [*DEFS["feature_views"], USER_TXN]}
+        fs.apply({**defs, "on_demand_views": [USER_BOOST]})
+        fs.ingest("user_txn", events)
     return root
 
 
@@ -261,3 +297,17 @@ def test_feast_reads_on_demand_features_with_request_data(feast_run: tuple[Serve
     # without its request field the server answers 422 naming it, and Feast raises
     missing = results["on_demand_missing_request"]
     assert "raised" in missing and "boost" in missing["message"]
+
+
+def test_feast_reads_aggregate_features(feast_run: tuple[Server, dict]) -> None:
+    server, results = feast_run
+    assert ok(results, "read_aggregates") == EXPECTED_AGG
+    # the same values as the store computes them, through its own endpoint
+    r = server.post(
+        "/get-online-features", json={"entities": {"user_id": AGG_IDS}, "features": AGG_FEATURES}
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    names = body["metadata"]["feature_names"]
+    values = {name: res["values"] for name, res in zip(names, body["results"], strict=True)}
+    assert values == EXPECTED_AGG

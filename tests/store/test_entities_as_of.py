@@ -198,3 +198,76 @@ def test_entities_as_of_over_http_and_cli(tmp_path) -> None:
     )
     assert res.exit_code == 0, res.output
     assert pq.read_table(tmp_path / "c.parquet").equals(pq.read_table(tmp_path / "w.parquet"))
+
+
+def _user_batch(keys: list[int], ets: list[int], **cols: list) -> pa.Table:
+    return pa.table(
+        {
+            "user_id": pa.array(keys, pa.int64()),
+            "event_timestamp": pa.array(ets, TS),
+            "created_timestamp": pa.array(ets, TS),
+            **cols,
+        }
+    )
+
+
+@pytest.mark.parametrize("flush", [False, True])
+def test_entities_as_of_after_delete_and_forget_matches_export(tmp_path, flush) -> None:
+    fs = open_store(tmp_path / "root")
+    fs.apply(DEFS)
+    keys = [1, 2, 3, 4, 5]
+    fs.ingest("a", _user_batch(keys, [T0] * 5, x=keys, s=[f"s{k}" for k in keys]))
+    fs.ingest("b", _user_batch(keys, [T0 + HOUR] * 5, y=[k / 10 for k in keys]))
+    if flush:
+        fs.flush()
+    fs.delete("a", {"user_id": [3]})  # from view a only: b's features stay
+    fs.forget("user", [5])  # from every view keyed by user: no row at all
+    ts = T0 + 2 * HOUR
+    res = fs.export_training(None, ["a:x", "b:y"], tmp_path / "o.parquet", entities_as_of=ts / 1e9)
+    got = _rows(pq.read_table(res["path"]))
+    assert [r["user_id"] for r in got] == [1, 2, 3, 4] and res["rows"] == 4
+    assert got[2] == {"user_id": 3, "event_timestamp": ts, "x": None, "y": 0.3}
+    # the same rows as a point-in-time export of those entities after the delete
+    ents = pa.table(
+        {"user_id": pa.array(keys, pa.int64()), "event_timestamp": pa.array([ts] * 5, TS)}
+    )
+    pit = _rows(
+        pq.read_table(fs.export_training(ents, ["a:x", "b:y"], tmp_path / "p.parquet")["path"])
+    )
+    assert [r for r in pit if r["x"] is not None or r["y"] is not None] == got
+    assert pit[4] == {"user_id": 5, "event_timestamp": ts, "x": None, "y": None}
+    fs.close()
+
+
+def test_entities_as_of_counts_rows_outside_retention(tmp_path) -> None:
+    import time
+
+    defs = {
+        "entities": DEFS["entities"],
+        "feature_views": [
+            {
+                "name": "r",
+                "entities": ["user"],
+                "retention": "3d",
+                "features": [{"name": "x", "dtype": "int64"}],
+            },
+            DEFS["feature_views"][1],
+        ],
+    }
+    fs = open_store(tmp_path / "root")
+    fs.apply(defs)
+    now = time.time_ns()
+    day = 24 * HOUR
+    fs.ingest("r", _user_batch([1, 2], [now - 6 * day, now - day], x=[10, 20]))
+    fs.ingest("b", _user_batch([1, 2], [now - 6 * day, now - 6 * day], y=[0.1, 0.2]))
+    out = tmp_path / "o.parquet"
+    recent = fs.export_training(None, ["r:x", "b:y"], out, entities_as_of=now / 1e9)
+    assert recent["outside_retention"] == {"r": 0} and recent["rows"] == 2
+    assert pq.read_table(out).column("x").to_pylist() == [10, 20]
+    old = fs.export_training(None, ["r:x", "b:y"], out, entities_as_of=(now - 5 * day) / 1e9)
+    assert old["outside_retention"] == {"r": 2} and old["rows"] == 2
+    assert pq.read_table(out).column("x").to_pylist() == [None, None]
+    assert pq.read_table(out).column("y").to_pylist() == [0.1, 0.2]
+    plain = fs.export_training(None, ["b:y"], out, entities_as_of=now / 1e9)
+    assert "outside_retention" not in plain
+    fs.close()

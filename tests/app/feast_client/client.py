@@ -152,6 +152,15 @@ def main() -> int:
         "on_demand_missing_request",
         lambda: store.get_online_features(["user_boost:boosted_ctr"], one).to_dict(),
     )
+    # aggregate features (the server's `user_txn` aggregation view), computed at read time
+    run(
+        results,
+        "read_aggregates",
+        lambda: store.get_online_features(
+            ["user_txn:amount_sum_1d", "user_txn:amount_sum_7d", "user_txn:amount_count_7d"],
+            [{"user_id": i} for i in (100, 1, 999_999)],
+        ).to_dict(),
+    )
     run(results, "write_unknown_view", lambda: store.write_to_online_store("nope", WRITTEN))
     run(results, "push_unknown_source", lambda: store.push("nope_push", PUSHED))
     asyncio.run(store.close())  # closes the remote store's pooled HTTP session
