@@ -34,7 +34,7 @@ lint: install
 	$(BIN)/mypy app cluster store offline online
 
 test: install feast-venv lint
-	$(BIN)/python -m pytest -q -x -p no:cacheprovider
+	$(BIN)/python -m pytest -q -x -p no:cacheprovider --durations=15
 
 # Spark 4.3 reading published offline snapshots (tests/spark): opt-in, not part of `make test`:
 # pyspark is ~0.5 GB and needs Java 17+ (the machine's OpenJDK). It goes into .venv for this

@@ -142,6 +142,9 @@ class Layout:
 
         Returns (records: (n, rowwords) int64, strings: {field index: large_string array}).
         Raises OnlineError naming the column when a field is missing or has the wrong type.
+
+        features: validated by store.batch.convert_batch when they come from the store (the one
+        owner of the rules); only the column's presence and Arrow type are checked here.
         """
         n = len(event_ts)
         if features.num_rows != n:
