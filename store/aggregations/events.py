@@ -50,6 +50,11 @@ def strings(a: _Arrays, column: str, refs: np.ndarray) -> list[str | None]:
     return [chunks[r >> 32][r & _POS_MASK].as_py() for r in refs.tolist()]
 
 
+def string_at(a: _Arrays, column: str, ref: int) -> str | None:
+    """The string of `column` at one event reference (`strings` for one row)."""
+    return a.chunks[column][ref >> 32][ref & _POS_MASK].as_py()
+
+
 COMPACT_MIN_EVENTS = 1 << 16  # compaction is considered only above this many events
 
 

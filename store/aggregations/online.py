@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from store.aggregations import _kernels as K
-from store.aggregations.events import AggregationTree, EventState, _Arrays, strings
+from store.aggregations.events import AggregationTree, EventState, _Arrays, string_at, strings
 from store.aggregations.finish import FUNCTION_CODES, VALUE_DTYPES, column_plans, window_starts
 from store.aggregations.keys import engine_keys
 from store.aggregations.spec import Aggregation
@@ -42,6 +42,8 @@ class _ReadPlan:
     windows: tuple[tuple[int, ...], ...]  # per group
     kinds: tuple[int, ...]  # per output: _INT, _FLOAT or _PICKED
     index: Mapping[str, int]  # feature -> output
+    # per _PICKED output: (j, aggregate, numpy dtype of its values, is a string min/max)
+    picks: tuple[tuple[int, Aggregation, Any, bool], ...]
 
 
 _INT, _FLOAT, _PICKED = 0, 1, 2  # where an output's values are: io, fo, or picked values
@@ -65,7 +67,7 @@ class AggregateResult:
         self._kinds = kinds
         self._fo, self._io, self._ok = mats
         self._picked = picked  # j -> (values, valid)
-        self.found = np.ones(len(t_ns), dtype=bool)
+        self.found = _trues(len(t_ns))
         self._t = t_ns
 
     def __len__(self) -> int:
@@ -146,7 +148,13 @@ def _plans(read: ViewRead, state: EventState) -> _ReadPlan:
             for a in aggs
         )
         positions = {f: j for j, f in enumerate(read.features)}
-        plan = _ReadPlan(aggs, groups, outs, tuple(p.windows for p in plans), kinds, positions)
+        picks = tuple(
+            (j, a, VALUE_DTYPES[a.dtype], a.column_dtype == "string" and a.function != "last")
+            for j, a in enumerate(aggs)
+            if kinds[j] == _PICKED
+        )
+        windows = tuple(p.windows for p in plans)
+        plan = _ReadPlan(aggs, groups, outs, windows, kinds, positions, picks)
         hit = _PLANS[id(read)] = (read, plan)
     return hit[1]
 
@@ -158,7 +166,8 @@ def lookup_aggregates(
     view = read.view
     ekeys, found = engine_keys(view, tree, keys, hash_bits)
     n = len(ekeys)
-    end = np.full(n, now_ns, dtype=np.int64)
+    end = np.empty(n, dtype=np.int64)
+    end.fill(now_ns)
     state = tree.events
     plan = _plans(read, state)
     mats, picked = state.read(_compute, plan, ekeys, found, end, view.hop_ns)
@@ -177,37 +186,48 @@ def _compute(
 ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], dict[int, tuple[np.ndarray, np.ndarray]]]:
     """Caller holds the state's lock: read_rows' matrices (one kernel call) and the picked
     values of min, max and last outputs."""
-    known = np.ones(len(ekeys), dtype=bool) if found is None else found
+    known = _trues(len(ekeys)) if found is None else found
     fo, io, ok = K.read_rows(
         a.hkeys, a.hvals, a.head, a.nxt, a.ts, a.fv, a.ov, a.okm, ekeys, known, end, hop_ns,
         plan.groups, plan.outs,
     )  # fmt: skip
     n = len(ekeys)
     picked: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    for j, agg in enumerate(plan.aggs):
-        if plan.kinds[j] != _PICKED:
-            continue
+    for j, agg, kind, extreme in plan.picks:
         valid = ok[:, j]
-        if agg.column_dtype == "string" and agg.function != "last":
+        if extreme:
             g, k = int(plan.outs[j, 1]), int(plan.outs[j, 2])
             ents = K.find_entities(a.hkeys, a.hvals, ekeys)
             ents[~known] = -1
             starts = window_starts(end, plan.windows[g], hop_ns)[:, k]
             picked[j] = _string_extreme(a, agg, ents, end, starts)
             continue
-        kind = VALUE_DTYPES[agg.dtype]
-        vals = np.full(n, None, dtype=object) if kind is object else np.zeros(n, kind)
         col = a.vals[agg.column]
+        if n == 1:  # the serving case: scalar reads, no fancy indexing
+            if kind is object:
+                vals = np.empty(1, dtype=object)
+                vals[0] = string_at(a, agg.column, int(col[io[0, j]])) if valid[0] else None
+            else:
+                vals = np.zeros(1, kind)
+                if valid[0]:
+                    vals[0] = col[io[0, j]]
+            picked[j] = (vals, valid)
+            continue
+        vals = np.full(n, None, dtype=object) if kind is object else np.zeros(n, kind)
         if kind is object:  # strings: decode the references
             if valid.any():
                 vals[valid] = strings(a, agg.column, col[io[:, j][valid]])
-        elif n == 1:
-            if valid[0]:
-                vals[0] = col[io[0, j]]
         elif valid.any():
             vals[valid] = col[io[:, j][valid]]
         picked[j] = (vals, valid)
     return (fo, io, ok), picked
+
+
+def _trues(n: int) -> np.ndarray:
+    """n True values (np.ones costs more on the one-row serving path)."""
+    out = np.empty(n, dtype=bool)
+    out.fill(True)
+    return out
 
 
 def _string_extreme(
