@@ -165,15 +165,15 @@ def export(
         if (entities is None) == (entities_as_of is None):
             raise CliError("give exactly one of --entities and --entities-as-of")
         if entities is None:
+            assert entities_as_of is not None  # exactly one of the two: checked above
             with open_store(root) as fs:
                 out.parent.mkdir(parents=True, exist_ok=True)
-                when: Any = entities_as_of
-                try:
-                    when = float(when)  # epoch seconds
-                except ValueError:
-                    pass  # ISO 8601 text, validated by the store
                 info = fs.export_training(
-                    None, refs, str(out), as_of_seq=as_of_seq, entities_as_of=when
+                    None,
+                    refs,
+                    str(out),
+                    as_of_seq=as_of_seq,
+                    entities_as_of=_instant(entities_as_of),
                 )
             console.print(
                 f"exported {int(info['rows']):,} entities as of {entities_as_of} to "
@@ -257,3 +257,12 @@ def forget(
         console.print(f"forgot {out['deleted']} entity rows at seq {out['seq']} ({views})")
 
     _run(body)
+
+
+def _instant(text: str) -> float | str:
+    """--entities-as-of as the store takes it: a number is Unix epoch seconds; other text is
+    passed on as ISO 8601, which the store parses and refuses with a message if malformed."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
