@@ -7,9 +7,14 @@ Then, side by side in one run, three phases of the same length or of the operati
 - baseline: nothing but the load below;
 - delete: `fs.delete` of M random entities: time until it returns (durable: log fsynced, sticky
   table saved, offline partitions rewritten, tombstones in the memtable);
-- purge: `fs.compact()`: time until no sstable, Parquet file or live log segment holds them.
+- purge: `fs.compact()`: time until no sstable, Parquet file or live log segment holds them
+  (checked after it: every Parquet file under the root is read for rows of deleted entities).
 During every phase a reader thread times single-entity `get_online_features` calls (p50, p99)
 and a writer thread ingests 10k-row batches of updates of surviving entities (rows/s).
+`--modes staged,inline` runs the whole part once per mode, in that order, each on a store of
+its own: `staged` is the store as it is (the offline rewrite is staged before the delete is
+sequenced, off the writer's path); `inline` makes the offline rewrite happen inside the
+in-order apply (the store's path without staging), to compare in the same sitting.
 Prints the machine, the sizes, one JSON line per phase and a table. Each part is a function
 `part_<name>(args) -> list[dict]`; parts register in PARTS.
 """
@@ -129,12 +134,34 @@ class Load:
             "online_p99_us": round(float(np.percentile(lat, 99)), 1),
             "online_calls": len(self.lat),
             "ingest_rows_per_s": round(self.rows / max(took, 1e-9)),
+            "load_avg_1m": round(os.getloadavg()[0], 1),
         }
 
 
+def deleted_rows_on_disk(root: Path, gone: np.ndarray) -> int:
+    """Rows of deleted entities in any Parquet file under `root`, named or not."""
+    import pyarrow.parquet as pq
+
+    n = 0
+    for p in root.rglob("*.parquet"):
+        ids = pq.read_table(p, columns=["user_id"]).column(0).to_numpy()
+        n += int(np.isin(ids, gone).sum())
+    return n
+
+
 def part_delete(args: argparse.Namespace) -> list[dict]:
-    root = Path(args.root or tempfile.mkdtemp(prefix="rh-lifecycle-"))
+    out = []
+    for mode in args.modes.split(","):
+        out += delete_run(args, mode)
+    return out
+
+
+def delete_run(args: argparse.Namespace, mode: str) -> list[dict]:
+    root = Path(tempfile.mkdtemp(prefix=f"rh-lifecycle-{mode}-", dir=args.root))
     fs = FeatureStore(root, offline_options=OfflineOptions(buffer_rows=500_000))
+    if mode == "inline":  # no staging: OfflineStore.delete rewrites inside the apply
+        fs._off.prepare_delete = lambda view, entities: None  # type: ignore[method-assign]
+        fs._off.discard_delete = lambda staged: None  # type: ignore[method-assign]
     try:
         fs.apply(DEFS)
         load_s = load(fs, args.entities)
@@ -156,11 +183,17 @@ def part_delete(args: argparse.Namespace) -> list[dict]:
         assert set(st) == {"NOT_FOUND"}, "a deleted entity is still served"
         size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
         for r in out:
-            r.update(entities=args.entities, deletes=args.deletes, load_s=round(load_s, 1))
+            r.update(
+                mode=mode, entities=args.entities, deletes=args.deletes, load_s=round(load_s, 1)
+            )
         out[-1]["root_bytes_after"] = size
+        out[-1]["deleted_rows_in_parquet_after"] = deleted_rows_on_disk(root, gone)
         return out
     finally:
         fs.close()
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
 
 
 PARTS: dict[str, Callable[[argparse.Namespace], list[dict]]] = {"delete": part_delete}
@@ -172,7 +205,8 @@ def main() -> None:
     ap.add_argument("--deletes", type=int, default=100_000)
     ap.add_argument("--baseline-s", type=float, default=5.0)
     ap.add_argument("--quick", action="store_true", help="1M entities, 10k deletes")
-    ap.add_argument("--root", help="store root (default: a new temp dir)")
+    ap.add_argument("--root", help="directory for the stores (default: the temp dir)")
+    ap.add_argument("--modes", default="staged,inline", help="comma-separated: staged,inline")
     ap.add_argument("--parts", default=",".join(PARTS), help="comma-separated: " + ",".join(PARTS))
     args = ap.parse_args()
     if args.quick:
@@ -194,7 +228,15 @@ def main() -> None:
         for r in PARTS[name](args):
             print(json.dumps(r), flush=True)
             rows.append(r)
-    cols = ["part", "phase", "seconds", "online_p50_us", "online_p99_us", "ingest_rows_per_s"]
+    cols = [
+        "part",
+        "mode",
+        "phase",
+        "seconds",
+        "online_p50_us",
+        "online_p99_us",
+        "ingest_rows_per_s",
+    ]
     print("\n" + " | ".join(f"{c:>18}" for c in cols))
     for r in rows:
         print(" | ".join(f"{r.get(c, '')!s:>18}" for c in cols))

@@ -15,13 +15,14 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from offline.compaction import read_partition
 from offline.errors import query_error
 from offline.manifest import FileEntry
 from offline.names import literal_path, quote_ident
 
-__all__ = ["affected_files", "rewrite_without"]
+__all__ = ["affected_files", "files_holding", "rewrite_without"]
 
 _DELETED = "__rh_deleted"  # the registered table of entities to delete
 
@@ -40,12 +41,24 @@ def affected_files(
     """(the files holding rows of `entities`, per entity row whether any file holds it).
 
     entities: the view's join-key columns, one row per entity, unique."""
+    by_path = {literal_path(str(view_dir / f.path)): f for f in files}
+    names, found = files_holding(con, list(by_path), entities, keys)
+    return [f for p, f in by_path.items() if p in names], found
+
+
+def files_holding(
+    con: duckdb.DuckDBPyConnection,
+    paths: list[str],
+    entities: pa.Table,
+    keys: tuple[str, ...],
+) -> tuple[set[str], np.ndarray]:
+    """(the Parquet `paths` (absolute, as given) holding rows of `entities`, per entity row
+    whether any of them holds it), in one DuckDB pass over their key columns."""
     found = np.zeros(entities.num_rows, dtype=bool)
-    if not files or entities.num_rows == 0:
-        return [], found
+    if not paths or entities.num_rows == 0:
+        return set(), found
     ent = entities.append_column("__rh_i", pa.array(np.arange(entities.num_rows)))
     con.register(_DELETED, ent)
-    by_path = {literal_path(str(view_dir / f.path)): f for f in files}
     cols = ", ".join(quote_ident(k) for k in keys)
     sql = (
         f"SELECT DISTINCT p.filename, d.__rh_i FROM "
@@ -54,14 +67,13 @@ def affected_files(
         f"JOIN {_DELETED} d ON {_on(keys, 'p', 'd')}"
     )
     try:
-        hits = con.sql(sql, params={"files": list(by_path)}).to_arrow_table()
+        hits = con.sql(sql, params={"files": paths}).to_arrow_table()
     except duckdb.Error as exc:
         raise query_error(exc) from exc
     finally:
         con.unregister(_DELETED)
     found[hits.column(1).to_numpy()] = True
-    names = set(hits.column(0).to_pylist())
-    return [f for p, f in by_path.items() if p in names], found
+    return set(hits.column(0).to_pylist()), found
 
 
 def rewrite_without(
@@ -76,6 +88,10 @@ def rewrite_without(
     """The rows of file `entry` without those of `entities`, in the file's order (None: no row
     remains). `schema`: the view's stored schema."""
     rows = read_partition(view, view_dir, entry.day, [entry], schema, keys)
+    if len(keys) == 1:  # one key column: a hash-set membership test, no join or sort
+        gone = pc.is_in(rows.column(keys[0]), value_set=entities.column(keys[0]))
+        kept = rows.filter(pc.invert(gone))
+        return kept if kept.num_rows else None
     rows = rows.append_column("__rh_pos", pa.array(np.arange(rows.num_rows)))
     con.register("__rh_rows", rows)
     con.register(_DELETED, entities)

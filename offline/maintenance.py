@@ -15,13 +15,11 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pyarrow as pa
 
 from offline import file_pins, flusher
 from offline._view import View
 from offline.compaction import partitions_to_compact, read_partition
-from offline.deletes import affected_files, rewrite_without
 from offline.errors import OfflineError
 from offline.manifest import ViewState, write_manifest
 from offline.partition import partition_dir
@@ -35,7 +33,6 @@ __all__ = [
     "background",
     "compact",
     "compact_view",
-    "delete",
     "drop_expired",
     "drop_view",
     "set_retention",
@@ -64,6 +61,10 @@ def compact_view(store: OfflineStore, v: View, min_files: int) -> None:
     view_dir = store._dir / v.name
     schema = stored_schema(v.schema)
     for day, group in partitions_to_compact(v.files, min_files):
+        with store._lock:
+            staged = any(view_dir / f.path in store._staged for f in group)
+        if staged:
+            continue  # a staged delete rewrote a file of it: compacted after it commits
         started = time.perf_counter()
         rows = read_partition(v.name, view_dir, day, group, schema, v.keys)
         merged = flusher.write_file(store, view_dir, day, rows, {f.path for f in v.files})
@@ -85,60 +86,6 @@ def compact_view(store: OfflineStore, v: View, min_files: int) -> None:
             merged.rows,
             time.perf_counter() - started,
         )
-
-
-def delete(store: OfflineStore, view: str, entities: pa.Table, seq: int) -> np.ndarray:
-    """Remove every row of `entities` (the view's join-key columns, unique rows) committed
-    before `seq`: the buffer is flushed, the files holding them are rewritten without them,
-    and the manifest names the new files with durable_seq = `seq`, in one write. Returns,
-    per entity, whether the view held a row of it. A `seq` at or below durable_seq (a replay
-    of a delete already applied) changes nothing. Queries running meanwhile keep the files
-    they started with; those are deleted once released."""
-    store._check_open()
-    with store._io_lock:
-        with store._lock:
-            v = store._view(view)
-        if seq <= v.durable_seq:
-            return np.zeros(entities.num_rows, dtype=bool)
-        if seq <= v.last_seq:
-            raise OfflineError(
-                f"view {view!r}: delete seq {seq} is not above the last appended seq {v.last_seq}"
-            )
-        flusher.flush_view(store, v)
-        view_dir = store._dir / v.name
-        schema = stored_schema(v.schema)
-        ent = entities.select(list(v.keys))
-        con = store._cursor()
-        try:
-            hit, found = affected_files(con, view_dir, v.files, ent, v.keys)
-            taken = {f.path for f in v.files}
-            added = []
-            for entry in hit:
-                rows = rewrite_without(con, v.name, view_dir, entry, schema, v.keys, ent)
-                if rows is not None:
-                    added.append(flusher.write_file(store, view_dir, entry.day, rows, taken))
-        finally:
-            con.close()
-        replaced = {f.path for f in hit}
-        files = tuple(f for f in v.files if f.path not in replaced) + tuple(added)
-        states = store._states()
-        states[v.name] = ViewState(v.schema, v.keys, seq, files)
-        write_manifest(store._dir, states, fsync=store._options.fsync)
-        with store._lock:
-            v.files = files
-            v.durable_seq = seq
-            v.last_seq = max(v.last_seq, seq)
-            store._obsolete.update(view_dir / p for p in replaced)
-        file_pins.reap(store)
-        log.info(
-            "offline: deleted %d of %d entities of %s at seq %d (%d files rewritten)",
-            int(found.sum()),
-            len(found),
-            v.name,
-            seq,
-            len(hit),
-        )
-        return found
 
 
 def background(store: OfflineStore) -> None:

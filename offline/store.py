@@ -37,7 +37,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from offline import file_pins, flusher, maintenance
+from offline import delete_stage, file_pins, flusher, maintenance
 from offline._view import View
 from offline.errors import OfflineError, SchemaMismatchError, UnknownViewError, query_error
 from offline.feature_query import ExportResult, FeatureQuery
@@ -77,6 +77,9 @@ class OfflineStore:
         self._io_lock = threading.RLock()
         self._refs: Counter[Path] = Counter()  # GUARDED_BY(_lock): pins per live file
         self._obsolete: set[Path] = set()  # GUARDED_BY(_lock): replaced, awaiting unpin
+        # GUARDED_BY(_lock): files a staged delete rewrote (offline/delete_stage.py), which
+        # compaction leaves alone until the delete commits or is discarded
+        self._staged: set[Path] = set()
         self._closed = False  # set once by close(); read without a lock
         self._views: dict[str, View] = {}  # GUARDED_BY(_lock), and each View's fields too
         for name, st in read_manifest(self._dir).items():
@@ -204,14 +207,31 @@ class OfflineStore:
         """
         maintenance.compact(self, view, min_files)
 
-    def delete(self, view: str, entities: pa.Table, seq: int) -> np.ndarray:
+    def delete(
+        self,
+        view: str,
+        entities: pa.Table,
+        seq: int,
+        staged: delete_stage.StagedDelete | None = None,
+    ) -> np.ndarray:
         """Remove every row of `entities` (the view's join-key columns, unique rows) committed
         before `seq`: the buffer is flushed, the files holding them are rewritten without them,
         and the manifest names the new files with durable_seq = `seq`, in one write. Returns,
         per entity, whether the view held a row of it. A `seq` at or below durable_seq (a replay
         of a delete already applied) changes nothing. Queries running meanwhile keep the files
-        they started with; those are deleted once released."""
-        return maintenance.delete(self, view, entities, seq)
+        they started with; those are deleted once released. `staged`: from `prepare_delete`
+        of the same entities, so that only files written since are rewritten here."""
+        return delete_stage.commit(self, view, entities, seq, staged)
+
+    def prepare_delete(self, view: str, entities: pa.Table) -> delete_stage.StagedDelete:
+        """Stage a delete of `entities` before it is sequenced: rewrite, unpublished, the files
+        holding them, off the writer's path (offline/delete_stage.py); pass the result to
+        `delete`, or to `discard_delete` if the delete is not sequenced."""
+        return delete_stage.stage(self, view, entities)
+
+    def discard_delete(self, staged: delete_stage.StagedDelete) -> None:
+        """Delete the files of a staged delete that will not be committed. Idempotent."""
+        delete_stage.discard(self, staged)
 
     # ----------------------------------------------------------------- cursors
 

@@ -44,6 +44,11 @@ class TreeOptions:
     purge_ttl_ns: when > 0, a compaction that writes the deepest level drops rows whose event
         time is older than its own now - purge_ttl_ns (reads already answer them as expired);
         0 keeps them. The feature store passes the view's ttl.
+    purge_keep_field: with purge_ttl_ns, the name of a field that an expired row keeps: instead
+        of being dropped, the row becomes a tombstone holding only that field (its other fields
+        null, their space freed). For key spaces with open addressing (the feature store's
+        hashed keys, whose key text is a field), where an emptied slot would cut the probe
+        chains of the keys placed after it. "" drops expired rows.
     build_ns_per_key_prior: analyzer's build-cost estimate until a model has been built (a
         typical PLR build cost, see bench/RESULTS.md).
     learned_saving_prior: analyzer's estimate of the fraction of lookup time a model saves, until
@@ -67,6 +72,7 @@ class TreeOptions:
     build_ns_per_key_prior: float = 15.0
     learned_saving_prior: float = 0.3
     purge_ttl_ns: int = 0
+    purge_keep_field: str = ""
 
     def __post_init__(self) -> None:
         if self.index not in INDEX_MODES:

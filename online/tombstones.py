@@ -10,9 +10,14 @@ version like any newer row, and a later row (event time after the tombstone's) r
 - compaction: once a merge writes the deepest level (no sstable below it), the tombstones in
   its output are dropped, and with them every older version of their keys (the merge already
   kept only the tombstone); tombstones with fields stay (a slot of an open-addressed key space
-  must stay occupied, or probes for keys placed after it would stop short). With a purge ttl, rows whose event time is older than the
-  compaction's now - ttl are dropped there too: older versions of a key are older still, so no
-  stale version can resurface.
+  must stay occupied, or probes for keys placed after it would stop short). With a purge ttl,
+  rows whose event time is older than the compaction's now - ttl are dropped there too: older
+  versions of a key are older still, so no stale version can resurface. With a kept field
+  (TreeOptions.purge_keep_field: a hashed key space's key text), an expired row is not dropped
+  but becomes a tombstone holding that field alone, with its own times and seq: its slot stays
+  owned by its key (reads find the key, with every feature null and the old event time, so
+  they answer it as expired as before), the other fields' space is freed, and a later version
+  of the key replaces it like any row.
 Pure functions over numpy arrays and Arrow tables; thread-safe.
 """
 
@@ -25,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from online.compaction import Compaction
+from online.errors import OnlineError
 from online.schema import HEADER_BYTES, Layout
 from online.sstable import SSTable
 
@@ -64,11 +70,14 @@ def purge_run(
     strings: dict,
     drop_tombstones: bool,
     expire_before_ns: int | None,
+    keep_field: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict, int, int]:
     """A merged run without its tombstones (when `drop_tombstones`) and without rows whose
     event time is below `expire_before_ns` (None: keep them). Tombstones with fields stay: they
-    hold a slot that other keys' probes must keep meeting. Returns (keys, recs, strings,
-    tombstones dropped, rows expired); the inputs are returned unchanged when nothing goes."""
+    hold a slot that other keys' probes must keep meeting. With `keep_field` (a field index),
+    expired rows become tombstones holding only that field instead of going (see the module
+    docstring). Returns (keys, recs, strings, tombstones dropped, rows expired); the inputs are
+    returned unchanged when nothing changes."""
     n = len(keys)
     if n == 0 or (not drop_tombstones and expire_before_ns is None):
         return keys, recs, strings, 0, 0
@@ -83,14 +92,52 @@ def purge_run(
     expired = 0
     if expire_before_ns is not None:
         old = (recs[:, 0] < expire_before_ns) & ~drop
-        expired = int(old.sum())
-        drop |= old
+        if keep_field is not None:
+            old &= ~is_tombstone(recs[:, 2])  # tombstones with fields: kept as they are
+            expired = int(old.sum())
+            if expired:
+                recs, strings = _keep_only(layout, recs, strings, old, keep_field)
+        else:
+            expired = int(old.sum())
+            drop |= old
     if not drop.any():
-        return keys, recs, strings, 0, 0
+        return keys, recs, strings, 0, expired
     keep = np.flatnonzero(~drop)
     idx = pa.array(keep)
     out_strings = {i: col.take(idx) for i, col in strings.items()}
     return keys[keep], np.ascontiguousarray(recs[keep]), out_strings, tomb, expired
+
+
+def keep_field_index(layout: Layout, name: str) -> int | None:
+    """The index of field `name` (TreeOptions.purge_keep_field) in `layout`; None for ""."""
+    if not name:
+        return None
+    names = [f.name for f in layout.fields]
+    if name not in names:
+        raise OnlineError(f"TreeOptions.purge_keep_field {name!r} is not a field; fields: {names}")
+    return names.index(name)
+
+
+def _keep_only(
+    layout: Layout, recs: np.ndarray, strings: dict, rows: np.ndarray, keep: int
+) -> tuple[np.ndarray, dict]:
+    """Copies of `recs`/`strings` where the `rows` (bool mask) are tombstones holding only
+    field `keep`: seq word marked, every other field invalid, zeroed (fixed width) or null."""
+    recs = np.array(recs, order="C", copy=True)
+    recs[rows, 2] |= TOMBSTONE_BIT
+    u8 = recs.view(np.uint8).reshape(len(recs), layout.rowbytes)
+    at = np.flatnonzero(rows)
+    u8[at, HEADER_BYTES : HEADER_BYTES + layout.bitmap_bytes] = 0
+    u8[at, HEADER_BYTES + keep // 8] = 1 << (keep % 8)
+    for i, (off, size) in enumerate(zip(layout.offsets, layout.sizes, strict=True)):
+        if off >= 0 and i != keep:
+            u8[at, off : off + size] = 0
+    mask = pa.array(rows)
+    out = {
+        i: col if i == keep else pc.if_else(mask, pa.nulls(len(col), col.type), col)
+        for i, col in strings.items()
+    }
+    return recs, out
 
 
 def rewrite_all(tables: list[tuple[int, SSTable]]) -> Compaction | None:

@@ -70,6 +70,8 @@ class LSMTree:
         self.path.mkdir(parents=True, exist_ok=True)
         fields = [f if isinstance(f, Field) else Field(*f) for f in fields]
         self._layout = Layout(fields)
+        # the field an expired row keeps (TreeOptions.purge_keep_field), or None
+        self._keep_field = tombs.keep_field_index(self._layout, self.options.purge_keep_field)
         self._lockfile = lock_directory(self.path)
         try:
             self._open()
@@ -304,7 +306,7 @@ class LSMTree:
         ttl = self.options.purge_ttl_ns
         expire = time.time_ns() - ttl if ttl > 0 else None
         keys, recs, strings, dropped, expired = tombs.purge_run(
-            self._layout, keys, recs, strings, True, expire
+            self._layout, keys, recs, strings, True, expire, self._keep_field
         )
         self._purged["tombstones"] += dropped
         self._purged["expired"] += expired

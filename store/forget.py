@@ -4,7 +4,9 @@ store/deletes.py).
 
 - `delete(view, entities)` / `forget(entity, keys)`: one delete record (one seq) through the
   write path; durable (log fsynced, sticky table saved, offline files rewritten) and applied to
-  both stores when they return.
+  both stores when they return. The offline rewrite is staged before the record is sequenced
+  (OfflineStore.prepare_delete), so that ingests go on while it runs; deletes take turns
+  (`DeletedKeys.delete_lock`) from staging to commit.
 - `purge()`: make every delete reach the disk for good: flush both stores, compact every tree
   fully (tombstones reach the deepest level and go, with every older version), rotate the
   commit log and release its segments (both stores are durable past the delete).
@@ -36,7 +38,7 @@ from store.deletes import (
 )
 from store.errors import StoreError, ValidationError
 from store.key_resolution import KeyResolver
-from store.keys import bucket_keys, int_to_key, probe_keys
+from store.keys import ENTITY_KEY_FIELD, bucket_keys, int_to_key, probe_keys
 from store.online_read import entity_lookup
 from store.snapshot import Snapshot
 from store.write_path import WritePath
@@ -63,7 +65,7 @@ def delete(
     writes.check_open()
     fv = snap.view(view)  # UnknownViewError names it
     targets = {view: entity_table(fv, entities)}
-    seq, per_view = _write(writes, off, sticky, keys, targets)
+    seq, per_view = _write(writes, off, sticky, keys, targets, snap.storage)
     return {"seq": seq, "deleted": per_view.get(view, 0)}
 
 
@@ -108,7 +110,7 @@ def forget(
             targets[fv.name] = own.select(fv.join_keys)
         else:
             targets[fv.name] = _composite(off, snap.storage[fv.name], fv, own)
-    seq, per_view = _write(writes, off, sticky, keys, targets)
+    seq, per_view = _write(writes, off, sticky, keys, targets, snap.storage)
     return {"seq": seq, "deleted": sum(per_view.values()), "views": per_view}
 
 
@@ -147,7 +149,11 @@ def _write(
     sticky: DeletedKeys,
     keys: KeyResolver,
     targets: dict[str, pa.Table],
+    storage: Mapping[str, str],
 ) -> tuple[int, dict[str, int]]:
+    """Stage the offline rewrites of `targets` ({view: entity table}; `storage`: view ->
+    storage name), then sequence, log and apply the delete record."""
+
     def build(snap: Snapshot, seq: int, now: int) -> tuple[str, pa.Table]:
         for name in targets:
             if name not in snap.defs.feature_views:
@@ -159,9 +165,19 @@ def _write(
         return name, payload
 
     def apply(snap: Snapshot, seq: int, payload: pa.Table) -> dict[str, int]:
-        return apply_delete(snap, off, sticky, seq, payload)
+        return apply_delete(snap, off, sticky, seq, payload, staged=staged)
 
-    seq, per_view = writes.write_record(build, apply)
+    # One delete at a time stages and commits: a second one staged meanwhile would find the
+    # files it rewrote replaced by the first's commit, and redo them at its own.
+    staged: dict[str, Any] = {}
+    with sticky.delete_lock:
+        try:
+            for n, t in targets.items():
+                staged[n] = off.prepare_delete(storage[n], t)
+            seq, per_view = writes.write_record(build, apply)
+        finally:
+            for stage in staged.values():
+                off.discard_delete(stage)  # no-op for those committed
     return seq, per_view
 
 
@@ -186,10 +202,12 @@ def views_of(snap: Snapshot, features: str | Sequence[str]) -> list[str]:
 def tree_options(view: FeatureView, options: TreeOptions) -> TreeOptions:
     """The options of `view`'s tree: compaction of its deepest level purges rows older than
     the view's ttl (they read OUTSIDE_MAX_AGE already), unless the caller set a purge ttl.
-    Not for hashed views: a purged row would free a probe slot that later keys' probes pass."""
-    if options.purge_ttl_ns or not view.ttl_ns or view.hashed:
+    A hashed view's expired rows keep their key text (their slot: a freed slot would cut the
+    probe chains passing it) and lose every feature."""
+    if options.purge_ttl_ns or not view.ttl_ns:
         return options
-    return replace(options, purge_ttl_ns=view.ttl_ns)
+    keep = ENTITY_KEY_FIELD if view.hashed else ""
+    return replace(options, purge_ttl_ns=view.ttl_ns, purge_keep_field=keep)
 
 
 def ttl_floor(view: FeatureView, tree: LSMTree, floor: int | None) -> int | None:

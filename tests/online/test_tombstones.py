@@ -126,3 +126,51 @@ def test_no_purge_without_ttl(tmp_path):
         _write(tree, 1, [1, 2], 1)
         tree.compact(full=True)
         assert tree.scan().num_rows == 2
+
+
+def test_ttl_purge_with_a_kept_field_keeps_the_slot_and_frees_the_rest(tmp_path):
+    import time
+
+    now = time.time_ns()
+    day = 86_400 * 10**9
+    fields = [Field("name", "string"), Field("x", "int64"), Field("s", "string")]
+    opts = _opts(purge_ttl_ns=day, purge_keep_field="name")
+    with LSMTree(tmp_path / "t", fields, opts) as tree:
+
+        def write(seq: int, keys: list[int], ev: int, marker: str) -> None:
+            feats = pa.table(
+                {
+                    "name": [f"k{k}" for k in keys],
+                    "x": pa.array(keys, pa.int64()),
+                    "s": [marker * 200 for _ in keys],
+                }
+            )
+            evs = np.full(len(keys), ev, np.int64)
+            tree.write(seq, np.array(keys, dtype=np.uint64), evs, evs, feats)
+
+        write(1, list(range(100)), now - 3 * day, "o")
+        write(2, [100, 101], now, "f")
+        tree.compact(full=True)
+        write(3, [5], now - 2 * day, "o")  # expired too, a later version of key 5
+        tree.compact(full=True)
+        assert tree.stats()["purged"]["expired"] == 101
+        res = tree.get_many(np.array([3, 5, 100, 7777], dtype=np.uint64))
+        assert res.found.tolist() == [True, True, True, False]  # the slots stay owned
+        assert res.values("name").tolist()[:3] == ["k3", "k5", "k100"]
+        assert res.valid("x").tolist()[:3] == [False, False, True]
+        assert res.valid("s").tolist()[:3] == [False, False, True]
+        assert res.event_ts[1] == now - 2 * day  # its own time: reads answer it as expired
+        assert tree.scan().column("key").to_pylist() == [100, 101]
+        write(4, [3], now, "n")  # a new history replaces the kept slot
+        assert tree.get_many(np.array([3], dtype=np.uint64)).values("x").tolist() == [3]
+        tree.compact(full=True)
+        assert tree.stats()["purged"]["expired"] == 101  # kept slots are not purged again
+        assert sorted(tree.scan().column("key").to_pylist()) == [3, 100, 101]
+    with LSMTree(tmp_path / "t", fields, opts) as tree:  # reopen: the same answers
+        res = tree.get_many(np.array([5, 3], dtype=np.uint64))
+        assert res.found.tolist() == [True, True] and res.valid("x").tolist() == [False, True]
+
+
+def test_a_kept_field_must_be_a_field(tmp_path):
+    with pytest.raises(Exception, match="purge_keep_field 'nope' is not a field"):
+        LSMTree(tmp_path / "t", FIELDS, _opts(purge_ttl_ns=1, purge_keep_field="nope"))

@@ -199,3 +199,114 @@ def test_late_events_racing_a_delete_never_resurrect_it(fs, now) -> None:
     assert _export(fs, [7], now)["ctr"] == [None]
     report = fs.audit()["user_stats"]
     assert report["mismatches"] == 0 and report["deleted_entity_rows"] == 0
+
+
+def test_ingest_goes_on_while_a_delete_rewrites_offline_files(fs, now, monkeypatch) -> None:
+    import threading
+
+    from offline import delete_stage
+
+    fs.ingest("user_stats", user_batch([1, 2, 3], now - HOUR, country=["x", "OLD2", "y"]))
+    fs.flush()
+    staging, release = threading.Event(), threading.Event()
+    real = delete_stage.rewrite_without
+
+    def held(*args, **kwargs):  # the delete's offline rewrite, held until the test says
+        staging.set()
+        assert release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(delete_stage, "rewrite_without", held)
+    out: dict = {}
+    th = threading.Thread(target=lambda: out.update(fs.delete("user_stats", {"user_id": [2]})))
+    th.start()
+    try:
+        assert staging.wait(30)
+        # acknowledged while the rewrite is held: the writer does not wait for it; one of them
+        # is a new row of the entity, sequenced before the delete, so it goes too
+        s1 = fs.ingest("user_stats", user_batch([4], now - HOUR))
+        s2 = fs.ingest("user_stats", user_batch([2], now - HOUR, country=["MID2"]))
+        fs.flush()
+        assert _status(fs, [2, 4]) == ["PRESENT", "PRESENT"]  # not deleted yet
+    finally:
+        release.set()
+        th.join(30)
+    assert out["seq"] > s2 > s1 and out["deleted"] == 1
+    assert _status(fs, [1, 2, 3, 4]) == ["PRESENT", "NOT_FOUND", "PRESENT", "PRESENT"]
+    assert _export(fs, [2, 4], now)["country"] == [None, "c4"]
+    rows = fs._off.scan(fs._snap.storage["user_stats"], columns=["user_id"]).read_all()
+    assert sorted(rows.column("user_id").to_pylist()) == [1, 3, 4]
+    report = fs.audit()["user_stats"]
+    assert report["mismatches"] == 0 and report["deleted_entity_rows"] == 0
+
+
+def test_ttl_purge_of_hashed_and_composite_views_keeps_their_slots(
+    tmp_path, now, tiny_hash_space
+) -> None:
+    from tests.definitions import definitions, view
+
+    defs = definitions(
+        view("item_stats", ["item"], {"price": "float64", "ctr": "float64"}, ttl="2h"),
+        view("pair", ["user", "item"], {"score": "float64", "clicks": "int64"}, ttl="2h"),
+    )
+    fs = open_store(tmp_path / "r")
+    try:
+        fs.apply(defs)
+        items = [f"i{k}" for k in range(12)]  # 4 buckets: the fresh ones probe past the old
+        fs.ingest("item_stats", _item_batch(items[:6], now - 5 * HOUR))
+        fs.ingest("item_stats", _item_batch(items[6:], now - HOUR, price=2.0))
+        fs.ingest("pair", _pair_batch([1, 2], ["a", "b"], now - 5 * HOUR))
+        fs.ingest("pair", _pair_batch([3], ["c"], now - HOUR))
+
+        def read() -> tuple[list, list, list]:
+            r = fs.get_online_features(["item_stats:price"], {"item_id": items})
+            p = fs.get_online_features(
+                ["pair:score"], {"user_id": [1, 2, 3], "item_id": list("abc")}
+            )
+            return r.statuses["price"], r.to_dict()["price"], p.statuses["score"]
+
+        before = read()
+        assert before[0] == ["OUTSIDE_MAX_AGE"] * 6 + ["PRESENT"] * 6
+        trees = fs._snap.trees
+        for tree in trees.values():  # a compaction writing the deepest level purges
+            tree.compact(full=True)
+        assert read() == before
+        assert trees["item_stats"].stats()["purged"]["expired"] == 6
+        assert trees["pair"].stats()["purged"]["expired"] == 2
+        fs.ingest("item_stats", _item_batch(items[:2] + ["i99"], now, price=9.0))
+        trees["item_stats"].compact(full=True)
+        r = fs.get_online_features(["item_stats:price"], {"item_id": items + ["i99"]}).to_dict()
+        assert r["price"] == [9.0, 9.0] + [None] * 4 + [2.0] * 6 + [9.0]
+        assert fs.audit()["item_stats"]["mismatches"] == 0
+        assert fs.audit()["pair"]["mismatches"] == 0
+    finally:
+        fs.close()
+
+
+def test_files_kept_for_listed_snapshots_lose_their_grace_on_delete(tmp_path, now) -> None:
+    from tests.store.conftest import DEFS
+
+    root = tmp_path / "r"
+    fs = open_store(root, segment_bytes=1 << 12)
+    try:
+        fs.apply(DEFS)
+        marker = "MARKER-5e1d0b"
+        fs.ingest("user_stats", user_batch([1, 2, 3], now - HOUR, country=["x", marker, "y"]))
+        fs.flush()
+        fs.ingest("user_stats", user_batch([4], now - HOUR))
+        fs.flush()
+        fs._off.compact(min_files=2)  # the two files are retired, kept for the grace period
+
+        def hits() -> list:
+            return [p for p in root.rglob("*.parquet") if marker.encode() in p.read_bytes()]
+
+        assert len(hits()) == 2  # the merged file and the retired one
+        fs.delete("user_stats", {"user_id": [2]})
+        assert hits() == []  # the retired file went with the delete, not after its grace
+        fs.compact()
+        assert [
+            p for p in root.rglob("*") if p.is_file() and marker.encode() in p.read_bytes()
+        ] == []
+        assert _export(fs, [1, 2], now)["country"] == ["x", None]
+    finally:
+        fs.close()
