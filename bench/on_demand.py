@@ -1,6 +1,8 @@
 """On-demand feature overhead: a one-entity read with and without an on-demand feature.
 
-One command: `python bench/on_demand.py` (`--quick`: fewer entities and calls).
+One command: `python bench/on_demand.py` (`--quick`: fewer entities and calls; `--runs K`: K
+in-process runs, each reported with the load average at its end, then their medians and the
+quietest run, the one with the lowest plain p99; `--no-rest`: in process only).
 Data: 100k int64 entities of a view `user_profile` (age int64, avg float64, country string),
 flushed and compacted; an on-demand view `txn_risk` with the request field `amount`:
   amount_vs_avg = amount / nullif(avg, 0)          (float64)
@@ -14,6 +16,8 @@ the calling thread's CPU time (thread_time_ns: load-independent, the time spent 
 core left out; its own overhead, a system call, is paid alike by every system); over REST a
 `rickhouse serve` subprocess answers one keep-alive httpx client, sequentially.
 Prints the machine, one JSON line per system, and a table of p50/p99 and the added time.
+On a loaded machine the p99 of a ~15 µs call is mostly time spent waiting for a core: compare
+the added p50, the CPU-time columns and the quietest run.
 """
 
 from __future__ import annotations
@@ -205,9 +209,43 @@ def rest(root: Path, n: int, calls: int) -> dict[str, dict]:
             proc.wait()
 
 
+def added(by_system: dict[str, dict], q: int) -> dict[str, float]:
+    """Per system, its p`q` minus the plain read's, in µs."""
+    base = by_system["plain"][f"p{q}_us"]
+    return {k: round(s[f"p{q}_us"] - base, 2) for k, s in by_system.items() if k != "plain"}
+
+
+def runs_summary(runs: list[tuple[dict, dict, tuple]]) -> None:
+    """One line per in-process run (added p50/p99, wall and CPU; load average), then the
+    medians over the runs and the quietest run (lowest plain wall p99)."""
+    print(
+        "\n| run | load (1 min) | plain p50 / p99 µs | added p50 µs | added p99 µs | added CPU p99 µs |"
+    )
+    print("|---|---|---|---|---|---|")
+    for i, (wall, cpu, load) in enumerate(runs):
+        plain = wall["plain"]
+        a50, a99, c99 = added(wall, 50), added(wall, 99), added(cpu, 99)
+        fmt = lambda d: " / ".join(f"{v:+.1f}" for v in d.values())  # noqa: E731
+        print(
+            f"| {i + 1} | {load[0]:.1f} | {plain['p50_us']} / {plain['p99_us']} | {fmt(a50)} "
+            f"| {fmt(a99)} | {fmt(c99)} |"
+        )
+    systems = [k for k in SYSTEMS if k != "plain"]
+    for q in (50, 99):
+        med = {k: float(np.median([added(w, q)[k] for w, _, _ in runs])) for k in systems}
+        print(f"# median over {len(runs)} runs, added wall p{q} µs: {json.dumps(med)}")
+    quiet = min(runs, key=lambda r: r[0]["plain"]["p99_us"])
+    print(
+        f"# quietest run (load {quiet[2][0]:.1f}): added wall p50 {json.dumps(added(quiet[0], 50))}"
+        f", p99 {json.dumps(added(quiet[0], 99))}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--runs", type=int, default=1, help="in-process runs (default 1)")
+    ap.add_argument("--no-rest", action="store_true", help="skip the REST measurement")
     args = ap.parse_args()
     n = 20_000 if args.quick else 100_000
     calls = 3_000 if args.quick else 20_000
@@ -217,8 +255,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "root"
         build(root, n)
-        wall, cpu = in_process(root, n, calls)
-        results = {"in_process": wall, "in_process_cpu": cpu, "rest": rest(root, n, rest_calls)}
+        runs = []
+        for _ in range(max(1, args.runs)):
+            wall, cpu = in_process(root, n, calls)
+            runs.append((wall, cpu, os.getloadavg()))
+        wall, cpu, _ = runs[-1]
+        results = {"in_process": wall, "in_process_cpu": cpu}
+        if not args.no_rest:
+            results["rest"] = rest(root, n, rest_calls)
     for where, by_system in results.items():
         for name, s in by_system.items():
             print(json.dumps({"bench": "on_demand", "where": where, "system": name, **s}))
@@ -230,6 +274,8 @@ def main() -> None:
             added = " | ".join(f"{s[f'p{q}_us'] - base[f'p{q}_us']:+.1f}" for q in (50, 90, 99))
             row = f"{s['p50_us']} | {s['p90_us']} | {s['p99_us']}"
             print(f"| {where} | {name} | {row} | {added} |")
+    if len(runs) > 1:
+        runs_summary(runs)
     print(f"\n# load average at the end: {os.getloadavg()}")
 
 

@@ -223,6 +223,35 @@ class LookupResult:
             return self._columns_rows(dec, plan, scalars)
         return self._columns_numpy(dec, [i for i, _, _ in plan])
 
+    def first_row(self, names: Sequence[str]) -> list[Any]:
+        """Features `names` of row 0 as one list of Python values, None where the feature is
+        null or the key was not found: what `columns(names)` gives for row 0, from one struct
+        unpack of the record and without the per-column lists (the one-entity serving path)."""
+        dec = _decoder(self._layout)
+        plan, scalars = dec.plan(names)
+        if self._loc[0] < 0:
+            return [None] * len(plan)
+        rec: Any = self._records
+        try:
+            row = dec.struct.unpack_from(rec, 0)
+        except ValueError:  # a strided view: struct reads contiguous buffers only
+            contiguous: Any = np.ascontiguousarray(rec)
+            row = dec.struct.unpack_from(contiguous, 0)
+        b = dec.bitmap(row)
+        if scalars:
+            return [row[item] if b >> i & 1 else None for i, item, _ in plan]
+        out: list[Any] = []
+        for i, item, width in plan:
+            if not b >> i & 1:
+                out.append(None)
+            elif item < 0:
+                out.append(self._string_at(self._layout.fields[i], 0))
+            elif width:
+                out.append(list(row[item : item + width]))
+            else:
+                out.append(row[item])
+        return out
+
     def _columns_rows(
         self, dec: _Decoder, plan: list[tuple[int, int, int]], scalars: bool
     ) -> list[tuple[list, list[bool]]]:

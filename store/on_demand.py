@@ -12,14 +12,16 @@ on_demand_views:
 features a reader may request from them) and compiles it once (store/expressions): a refused
 expression is a DefinitionError naming the view, the feature, the token and its position.
 `plan_on_demand` turns `odv:feature` references into an OnDemandPlan: the programs to run, the
-request fields they need and the hidden read plan of their source features. Frozen; safe from
-any thread.
+request fields they need and the hidden read plan of their source features, and the RowPlan of
+its one-entity path (store/on_demand_row.py). Plans are made once per snapshot and feature list
+(Snapshot.plan caches them). Frozen; safe from any thread.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from store.errors import DefinitionError, UnknownFeatureError, ValidationError
@@ -186,12 +188,30 @@ class OnDemandRead:
     inputs: tuple[tuple[tuple[str | None, str], ...], ...]
 
 
+Gather = Callable[[list], Sequence[Any]]
+
+
+@dataclass(frozen=True)
+class RowPlan:
+    """The one-entity path's layout of a plan: its inputs are one list of Python values, the
+    request fields (in OnDemandPlan.request order) then each source read's features (in
+    OnDemandPlan.sources.reads order, each read's `features` order); `slots` holds, per
+    OnDemandRead and per program, the positions of the program's slots in that list, and
+    `steps` the same ready to run: per OnDemandRead, per program (its one-row function, a
+    callable list -> the program's inputs, or None when they are the list's first items)."""
+
+    width: int  # the length of the input list
+    slots: tuple[tuple[tuple[int, ...], ...], ...]
+    steps: tuple[tuple[tuple[Callable[[Sequence[Any]], Any], Gather | None], ...], ...]
+
+
 @dataclass(frozen=True)
 class OnDemandPlan:
     reads: tuple[OnDemandRead, ...]
     request: tuple[tuple[str, str], ...]  # (field, dtype) the requested features need
     sources: FeaturePlan | None  # the source features, full names; None when none is read
     source_refs: tuple[str, ...]  # "view:feature" of every source feature read
+    row: RowPlan | None = None  # the one-entity layout (row_plan); None: not made
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -240,7 +260,34 @@ def plan_on_demand(
         programs = tuple(f.program for f in chosen)
         reads.append(OnDemandRead(odv, read, programs, tuple(inputs)))
     sources = plan_sources(source_refs) if source_refs else None
-    return OnDemandPlan(tuple(reads), tuple(request.items()), sources, tuple(source_refs))
+    plan = OnDemandPlan(tuple(reads), tuple(request.items()), sources, tuple(source_refs))
+    return replace(plan, row=row_plan(plan))
+
+
+def row_plan(od: OnDemandPlan) -> RowPlan:
+    """The RowPlan of `od`: where each program's slots are in the one-row input list."""
+    at: dict[tuple[str | None, str], int] = {}
+    for name, _ in od.request:
+        at[(None, name)] = len(at)
+    width = len(at)
+    for read in od.sources.reads if od.sources is not None else ():
+        for feat in read.features:
+            at[(read.view.name, feat)] = width
+            width += 1
+    slots = tuple(tuple(tuple(at[key] for key in keys) for keys in r.inputs) for r in od.reads)
+    steps = tuple(
+        tuple((p.row, _gather(pos)) for p, pos in zip(r.programs, s, strict=True))
+        for r, s in zip(od.reads, slots, strict=True)
+    )
+    return RowPlan(width, slots, steps)
+
+
+def _gather(positions: tuple[int, ...]) -> Gather | None:
+    if positions == tuple(range(len(positions))):
+        return None
+    if len(positions) == 1:
+        return itemgetter(slice(positions[0], positions[0] + 1))
+    return itemgetter(*positions)
 
 
 def with_on_demand(
@@ -248,8 +295,6 @@ def with_on_demand(
 ) -> FeaturePlan:
     """`plan` (the feature views' reads) with the on-demand references `refs` planned: output
     names checked against the plain ones, join keys of the sources added."""
-    from dataclasses import replace
-
     from store.features import plan_features
 
     od = plan_on_demand(

@@ -215,3 +215,31 @@ def _to_arrow(values: np.ndarray, valid: np.ndarray, dtype: str) -> pa.Array:
         vals[~valid] = None
         return pa.array(vals, type=pa.string())
     return pa.array(values, type=arrow_type(dtype), mask=~valid)
+
+
+def on_demand_join_refs(plan: FeaturePlan) -> list[str]:
+    """The feature-view references an export of `plan` (which has on-demand features) joins:
+    the requested ones, then every hidden source; joined under full `view__feature` names."""
+    return _join_refs(plan, _on_demand(plan))
+
+
+def check_request_columns(entities: Any, plan: FeaturePlan) -> None:
+    """Refuse entity input that lacks a column for a request field of `plan`'s on-demand views."""
+    _check_request_columns(entities, _on_demand(plan))
+
+
+def write_on_demand(joined_path: str | Path, plan: FeaturePlan, out_path: str | Path) -> int:
+    """Write `plan`'s output from joined rows computed elsewhere (the entity columns, then the
+    `on_demand_join_refs` features under full `view__feature` names, in a Parquet file), batch
+    by batch, exactly as `export_on_demand` writes it: the rows written."""
+    od = _on_demand(plan)
+    source = pq.ParquetFile(str(joined_path))
+    try:
+        schema = _output(source.schema_arrow.empty_table(), plan, od).schema
+        schema = schema.with_metadata(source.schema_arrow.metadata)
+        with pq.ParquetWriter(str(out_path), schema, compression="zstd") as writer:
+            for batch in source.iter_batches(batch_size=BATCH_ROWS):
+                writer.write_table(_output(batch, plan, od).cast(schema))
+        return int(source.metadata.num_rows)
+    finally:
+        source.close()

@@ -7,12 +7,14 @@ requested program once over all rows, and returns one ViewLookup per on-demand v
 result (`OnDemandResult`) the response machinery reads like an engine's. Every row of an
 on-demand view is "found": a feature is PRESENT where its value is non-null, NULL_VALUE where
 it is null (a source entity that is not found, or older than its view's ttl, reads as nulls).
-Event timestamps are the epoch. Stateless; safe from any thread.
+Event timestamps are the epoch. A one-entity request with plain request values takes the
+one-row path of store/on_demand_row.py (Python values, no numpy), which gives the same values.
+Stateless; safe from any thread.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,6 +25,7 @@ from store.errors import ValidationError
 from store.expressions import ALL_VALID, Pair, widen
 from store.features import ViewRead
 from store.on_demand import OnDemandPlan
+from store.on_demand_row import evaluate_row, request_row, source_row
 from store.online_response import ViewLookup
 from store.snapshot import Snapshot
 
@@ -93,10 +96,35 @@ def read_on_demand(
 ) -> tuple[list[ViewLookup], int]:
     """One ViewLookup per on-demand view of `od`, and the row count (the request fields' when
     the request has no join keys). ValidationError names a missing or mistyped request field."""
+    if n == 1 and keys and od.row is not None:
+        env = request_row(entities, od)
+        if env is not None:
+            return _read_row(snap, od, env, keys, lookups, hash_bits, now_ns), 1
     request, n = request_pairs(entities, od, n, bool(keys))
     sources = _source_lookups(snap, od, keys, lookups, hash_bits, now_ns)
+    computed = evaluate_on_demand(
+        od, request, lambda view, feature: _source_pair(sources[view], feature), n
+    )
+    out: list[ViewLookup] = [
+        OnDemandLookup(r.read, OnDemandResult(cols, n))
+        for r, cols in zip(od.reads, computed, strict=True)
+    ]
+    return out, n
+
+
+def evaluate_on_demand(
+    od: OnDemandPlan,
+    request: Mapping[str, Pair],
+    source: Callable[[str, str], Pair],
+    n: int,
+) -> list[dict[str, Pair]]:
+    """Per OnDemandRead of `od` (in order), {feature: (values, valid)} of n rows: each program
+    run once over all rows. `request`: the request fields' pairs (request_pairs); `source(view,
+    feature)`: a source feature's pair, widened, ALL_VALID when it has no null (called once per
+    source feature). Any caller that gathers the inputs elsewhere (a router) computes what a
+    store computes."""
     pairs: dict[tuple[str | None, str], Pair] = {(None, k): v for k, v in request.items()}
-    out: list[ViewLookup] = []
+    out: list[dict[str, Pair]] = []
     for r in od.reads:
         cols: dict[str, Pair] = {}
         for feat, program, inputs in zip(r.read.features, r.programs, r.inputs, strict=True):
@@ -104,11 +132,36 @@ def read_on_demand(
             for key in inputs:
                 pair = pairs.get(key)
                 if pair is None:
-                    pair = pairs[key] = _source_pair(sources[key[0]], key[1])  # type: ignore[index]
+                    view, name = key
+                    assert view is not None  # request fields are all in `pairs`
+                    pair = pairs[key] = source(view, name)
                 args.append(pair)
             cols[feat] = program.evaluate(args, n)
-        out.append(OnDemandLookup(r.read, OnDemandResult(cols, n)))
-    return out, n
+        out.append(cols)
+    return out
+
+
+def _read_row(
+    snap: Snapshot,
+    od: OnDemandPlan,
+    env: list[Any],
+    keys: Mapping[str, Any],
+    lookups: Sequence[ViewLookup],
+    hash_bits: int,
+    now_ns: int,
+) -> list[ViewLookup]:
+    """read_on_demand of one entity: `env` holds the request fields; the source rows follow."""
+    for read in od.sources.reads if od.sources is not None else ():
+        name = read.view.name
+        for lk in lookups:  # the request's own lookup of the view, as _source_lookups picks
+            if lk.read.view.name == name and (
+                not read.view.is_aggregation or set(read.features) <= set(lk.read.features)
+            ):
+                break
+        else:
+            lk = _lookup(snap.trees[name], read, keys, hash_bits, now_ns)
+        env += source_row(lk, read.features, read.dtypes)
+    return evaluate_row(od, env)
 
 
 def _source_lookups(

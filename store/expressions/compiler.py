@@ -2,10 +2,10 @@
 
 Every value is a pair (values, valid) of equal-length arrays (or length 1, broadcast): INT as
 int64, FLOAT as float64, BOOL as bool, STRING as an object array of str; `valid` False marks SQL
-null, and the values there are unspecified. The tree is turned once into nested closures, each
-one or a few whole-array numpy operations, so evaluating costs a handful of numpy calls per node
-whatever the row count, and the same code serves one online request and a batch of an export.
-Nothing of the user's text is ever passed to eval or exec.
+null, and the values there are unspecified. A node's values always have its static type (INT
+beside FLOAT is cast), so a row's result depends on that row alone: scalar.py's one-row
+evaluator equals it. The tree is turned once into nested closures of whole-array numpy
+operations: a few numpy calls per node whatever the row count. No user text is ever eval'ed.
 
 Null semantics are SQL's: operators and functions give null on a null input, except AND/OR
 (three-valued logic), IS [NOT] NULL, COALESCE, CASE, NULLIF's second argument and
@@ -22,26 +22,14 @@ from typing import Any
 import numpy as np
 
 from store.expressions.ast import Binary, Call, Case, IsNull, Literal, Name, Node, Unary
+from store.expressions.quiet import quietly
+from store.expressions.scalar import RowFn, compile_row
 from store.expressions.types import BOOL, FLOAT, INT, NULL, STRING, Slot, Typed
 
 Pair = tuple[np.ndarray, np.ndarray]
 Fn = Callable[[Sequence[Pair]], Pair]
 
-# Float overflow is a value here (+-inf), not a warning: evaluation runs with numpy's floating
-# point errors ignored. np.errstate costs a few microseconds per use; numpy 2 keeps that state in
-# a context variable, set directly when present (context-local, so thread-safe).
-_ERRSTATE: Any = None  # numpy's context variable of floating point error handling
-_IGNORE: Any = None  # its value that ignores every error
-try:
-    from numpy._core import umath as _umath
-
-    _ERRSTATE = _umath._extobj_contextvar
-    _IGNORE = _umath._make_extobj(all="ignore")
-except (ImportError, AttributeError):  # another numpy: np.errstate
-    pass
-
-_TRUE = np.ones(1, dtype=bool)
-_FALSE = np.zeros(1, dtype=bool)
+_TRUE, _FALSE = np.ones(1, dtype=bool), np.zeros(1, dtype=bool)
 _TRUE.setflags(write=False)
 _FALSE.setflags(write=False)
 # An input's `valid` may be ALL_VALID (length 1, broadcast) when it has no null: cheaper to
@@ -75,7 +63,8 @@ _ARITH = {"+": np.add, "-": np.subtract, "*": np.multiply}
 
 @dataclass(frozen=True)
 class Program:
-    """A compiled expression: `evaluate(inputs, n)` -> (values, valid) of n rows.
+    """A compiled expression: `evaluate(inputs, n)` -> (values, valid) of n rows, and
+    `evaluate_row(values)` -> the value of one row (store/expressions/scalar.py), equal to it.
 
     slots: the inputs, in the order `evaluate` takes them; each input is (values, valid) of n
     rows: values of the slot's type (int64, float64, bool, object for strings: `widen` a
@@ -88,26 +77,18 @@ class Program:
     dtype: str
     fn: Fn
     may_warn: bool  # float operations, whose overflow numpy would report as a warning
+    row: RowFn  # the one-row evaluator of the same tree
+
+    def evaluate_row(self, values: Sequence[Any]) -> Any:
+        """One row: per slot a value of exactly its Python type (int, float, bool, str; not a
+        numpy scalar) or None -> what `evaluate` gives for that row as a Python value, or None."""
+        return self.row(values)
 
     def evaluate(self, inputs: Sequence[Pair], n: int) -> Pair:
         """(values, valid) of length n (values unspecified where not valid). They may be the
         input arrays themselves (an expression that is one name): the caller owns both."""
-        values: np.ndarray
-        valid: np.ndarray
-        if not self.may_warn:
-            values, valid = self.fn(inputs)
-        elif _ERRSTATE is not None:
-            token = _ERRSTATE.set(_IGNORE)
-            try:
-                values, valid = self.fn(inputs)
-            finally:
-                _ERRSTATE.reset(token)
-        else:
-            with np.errstate(all="ignore"):
-                values, valid = self.fn(inputs)
-        out = OUTPUT_DTYPES[self.dtype]
-        if values.dtype != out:
-            values = values.astype(out)
+        # float overflow is a value (+-inf), not a warning
+        values, valid = quietly(self._run, inputs) if self.may_warn else self._run(inputs)
         if len(values) != n:
             values = np.broadcast_to(values, (n,)).copy()
         if len(valid) != n:
@@ -118,12 +99,18 @@ class Program:
             values = values.copy()
         return values, valid
 
+    def _run(self, inputs: Sequence[Pair]) -> Pair:
+        """The tree's (values, valid), values cast to the declared dtype (inf on overflow)."""
+        values, valid = self.fn(inputs)
+        out = OUTPUT_DTYPES[self.dtype]
+        return (values if values.dtype == out else values.astype(out)), valid
+
 
 def compile_program(typed: Typed, dtype: str) -> Program:
     """Compile a type-checked tree whose result is declared `dtype` (checked by the caller)."""
     fn, _ = _Compiler(typed).node(typed.root)
-    may_warn = FLOAT in typed.types.values()
-    return Program(tuple(typed.slots), typed.type_of(typed.root), dtype, fn, may_warn)
+    may_warn, row = FLOAT in typed.types.values(), compile_row(typed, dtype)
+    return Program(tuple(typed.slots), typed.type_of(typed.root), dtype, fn, may_warn, row)
 
 
 def _const(value: object, t: str) -> tuple[Fn, bool]:
@@ -209,6 +196,22 @@ class _Compiler:
                 return _const(float(node.value), FLOAT)  # type: ignore[arg-type]
         return self.node(node)
 
+    def typed_as(self, node: Node, t: str) -> tuple[Fn, bool]:
+        """`node` with values of type `t` (an INT as float64 where `t` is FLOAT)."""
+        if t != FLOAT or self.typed.type_of(node) != INT:
+            return self.node(node)
+        if isinstance(node, Literal):
+            return _const(float(node.value), FLOAT)  # type: ignore[arg-type]
+        f, always = self.node(node)
+        if f is _null:
+            return f, always
+
+        def as_float(env: Sequence[Pair]) -> Pair:
+            a, va = f(env)
+            return a.astype(np.float64), va
+
+        return as_float, always
+
     def binary(self, node: Binary) -> tuple[Fn, bool]:
         fa, aa = self.operand(node.left, node.right)
         fb, ab = self.operand(node.right, node.left)
@@ -276,10 +279,12 @@ class _Compiler:
         return is_null, True
 
     def call(self, node: Call) -> tuple[Fn, bool]:
-        name = node.function
-        if name == "NULLIF":
+        name, t = node.function, self.typed.type_of(node)
+        if name == "NULLIF":  # compared in the common type; a's values (its own type) returned
             a, b = node.args
-            args = [self.operand(a, b), self.operand(b, a)]
+            args = [self.node(a), self.operand(b, a)]
+        elif name in ("COALESCE", "LEAST", "GREATEST"):
+            args = [self.typed_as(a, t) for a in node.args]
         else:
             args = [self.node(a) for a in node.args]
         if name == "COALESCE":
@@ -376,8 +381,9 @@ class _Compiler:
         return extreme, any(a for _, a in args)
 
     def case(self, node: Case) -> tuple[Fn, bool]:
-        whens = [(self.node(c)[0], self.node(r)[0]) for c, r in node.whens]
-        default = self.node(node.default)[0] if node.default is not None else _null
+        t = self.typed.type_of(node)
+        whens = [(self.node(c)[0], self.typed_as(r, t)[0]) for c, r in node.whens]
+        default = self.typed_as(node.default, t)[0] if node.default is not None else _null
 
         def case(env: Sequence[Pair]) -> Pair:
             res, vres = default(env)

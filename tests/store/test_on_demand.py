@@ -201,6 +201,36 @@ def test_bad_request_fields_are_refused_naming_them(fs: FeatureStore, entities, 
     assert e.value.column == "amount"
 
 
+def test_one_entity_requests_take_plain_values_and_refuse_as_batches_do(fs: FeatureStore) -> None:
+    refs = ["txn_risk:amount_vs_avg", "txn_risk:minor", "txn_risk:label"]
+    for amount in (120, 120.0, np.float64(120.0), None):  # an int or numpy value is a float64
+        for ents in (
+            {"user_id": [7], "item_id": ["a"], "amount": [amount]},
+            {"user_id": np.array([7]), "item_id": ["a"], "amount": np.array([amount])},
+            [{"user_id": 7, "item_id": "a", "amount": amount}],
+        ):
+            got = fs.get_online_features(refs, ents).to_dict()
+            ratio = None if amount is None else 2.0
+            assert got == {
+                "user_id": [7],
+                "amount_vs_avg": [ratio],
+                "minor": [False],
+                "label": [None],
+            }
+            assert type(got["minor"][0]) is bool
+    for bad in ([2**63], ["x"], [True]):
+        with pytest.raises(ValidationError):
+            fs.get_online_features(refs, {"user_id": [7], "amount": bad})
+    r = fs.get_online_features(refs, {"user_id": [8], "amount": [1.0]})
+    assert r.statuses == {
+        "amount_vs_avg": ["NULL_VALUE"],
+        "minor": ["PRESENT"],
+        "label": ["PRESENT"],
+    }
+    assert r.event_timestamps["minor"] == [pd.Timestamp(0, tz="UTC")]
+    assert r.to_arrow().column("label").to_pylist() == ["fi"]
+
+
 def test_unknown_on_demand_feature_is_not_found(fs: FeatureStore) -> None:
     with pytest.raises(NotFoundError, match="on-demand view 'txn_risk' has no feature 'nope'"):
         fs.get_online_features(["txn_risk:nope"], {"user_id": [7], "amount": [1.0]})
@@ -361,6 +391,22 @@ def test_online_and_export_give_equal_values_bit_for_bit(tmp_path) -> None:
                     online.column(f["name"]).to_pylist() == exported.column(f["name"]).to_pylist()
                 )
         assert online.column("ratio").null_count > 0
+        # one entity at a time takes the one-row path (Python values): the same values and types
+        batch = store.get_online_features(
+            names, {"user_id": user_ids, "item_id": item_ids, "amount": amount}
+        )
+        want, statuses = batch.to_dict(), batch.statuses
+        for k in range(n):
+            one = store.get_online_features(
+                names, {"user_id": [user_ids[k]], "item_id": [item_ids[k]], "amount": [amount[k]]}
+            )
+            got = one.to_dict()
+            for f in MATH:
+                a, b = got[f["name"]][0], want[f["name"]][k]
+                assert type(a) is type(b), (f["name"], k, a, b)
+                assert a == b or (a != a and b != b), (f["name"], k, a, b)
+                assert one.statuses[f["name"]] == [statuses[f["name"]][k]]
+            assert one.to_arrow().equals(online.slice(k, 1))
 
 
 def test_aggregates_are_sources_like_any_feature(tmp_path) -> None:
@@ -424,6 +470,11 @@ def test_aggregates_are_sources_like_any_feature(tmp_path) -> None:
         table = store.get_historical_features(ent, odv)
         assert table.column("amount_vs_week").to_pylist() == alone["amount_vs_week"]
         assert table.column("big_spender").to_pylist() == alone["big_spender"]
+        for k in range(3):  # one entity at a time (the one-row path), with and without the view
+            for refs in (odv, ["user_txn:amount_mean_7d", *odv]):
+                one = {"user_id": [ents["user_id"][k]], "amount": [ents["amount"][k]]}
+                got = store.get_online_features(refs, one).to_dict()
+                assert got == {name: [vals[k]] for name, vals in both.items() if name in got}
 
 
 def test_exports_of_latest_rows_refuse_on_demand_features(fs: FeatureStore, tmp_path) -> None:
@@ -431,3 +482,29 @@ def test_exports_of_latest_rows_refuse_on_demand_features(fs: FeatureStore, tmp_
         fs.export_training(
             features=["txn_risk:minor"], out_path=tmp_path / "x.parquet", entities_as_of=T0
         )
+
+
+def test_first_row_equals_columns_of_row_0(tmp_path) -> None:
+    """online.LookupResult.first_row, the one-row path's source decode: what columns gives."""
+    feats = {"a": "int32", "b": "float32", "s": "string", "ok": "bool", "e": "float32[2]"}
+    with open_store(tmp_path / "r") as store:
+        store.apply(definitions(view("v", ["user"], feats)))
+        store.ingest(
+            "v",
+            {
+                "user_id": [1, 2],
+                "event_timestamp": [T0] * 2,
+                "a": [3, None],
+                "b": [0.1, 2.5],
+                "s": ["x", None],
+                "ok": [True, None],
+                "e": [[1.0, 2.0], None],
+            },
+        )
+        names = tuple(feats)
+        for user in (1, 2, 3):  # found, found with nulls, not found
+            res = store.get_online_features([f"v:{f}" for f in feats], {"user_id": [user]})
+            result = res.lookups[0].result
+            want = [vals[0] for vals, _ in result.columns(names)]
+            assert result.first_row(names) == want
+            assert result.first_row(("b", "a")) == [want[1], want[0]]
