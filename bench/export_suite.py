@@ -11,6 +11,8 @@ row. Children print one JSON dict; the parent (offline_export.py) measures their
 from __future__ import annotations
 
 import json
+import logging
+import re
 import shutil
 import statistics
 import time
@@ -95,8 +97,28 @@ def _manifest_files(work: Path) -> list[str]:
     return [str(off / "user_stats" / f["path"]) for f in manifest["views"]["user_stats"]["files"]]
 
 
+class _Phases(logging.Handler):
+    """Collects the per-phase seconds the export logs ("offline: exported ... (match 0.3s, ...)")."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.runs: list[dict[str, float]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if msg.startswith("offline: exported") and "(" in msg:
+            inner = msg.rsplit("(", 1)[1]
+            self.runs.append({k: float(v) for k, v in re.findall(r"(\w+) ([0-9.]+)s", inner)})
+
+
 def child_store_export(args, work: Path) -> dict:
-    """FeatureStore.export_training of the entity file to Parquet."""
+    """FeatureStore.export_training of the entity file to Parquet, with the seconds of each
+    phase of the median run (wall and CPU: match = key decode + match, gather = feature
+    decode + take, write = zstd encode)."""
+    phases = _Phases()
+    logger = logging.getLogger("offline.store")
+    logger.addHandler(phases)
+    logger.setLevel(logging.INFO)
     fs = _open(work)
     out = work / "rickhouse.parquet"
     refs = [f"user_stats:{f}" for f in FEATURES]
@@ -112,9 +134,12 @@ def child_store_export(args, work: Path) -> dict:
         )
     cpu = CPU["last"]
     fs.close()
+    logger.removeHandler(phases)
+    timed = phases.runs[1:]  # after the warm-up
     return {
         "seconds": med,
         "cpu_seconds": cpu,
+        "phases": timed[times.index(med)] if med in times and len(timed) == len(times) else {},
         "runs": times,
         "rows": res["rows"],
         "file_bytes": out.stat().st_size,
@@ -160,6 +185,11 @@ def child_floor(args, work: Path) -> dict:
         args.repeat,
     )
     cpu["read_all"] = CPU["last"]
+    feats = ", ".join(FEATURES)
+    feat_s, feat_runs, _ = _timed(
+        lambda: _drain(con, f"SELECT {feats} FROM read_parquet($f)", files), args.repeat
+    )
+    cpu["read_features"] = CPU["last"]
     result = pq.read_table(work / "rickhouse.parquet")
     con.register("result", result)
     out = str(work / "floor_out.parquet")
@@ -177,9 +207,10 @@ def child_floor(args, work: Path) -> dict:
         "cpu": cpu,
         "read_keys_seconds": keys_s,
         "read_all_seconds": all_s,
+        "read_features_seconds": feat_s,
         "write_seconds": write_s,
         "write_pyarrow_seconds": pa_s,
-        "runs": {"keys": keys_runs, "all": all_runs, "write": write_runs},
+        "runs": {"keys": keys_runs, "all": all_runs, "features": feat_runs, "write": write_runs},
         "result_rows": result.num_rows,
     }
 
@@ -253,6 +284,33 @@ CHILDREN = {
 }
 
 
+def pick_median_rounds(results: dict) -> None:
+    """With --rounds: `results["rickhouse"]` and `["feast"]` become the median round of each
+    (by wall seconds), and `results["rounds"]` lists every round's seconds and ratio."""
+    rounds = []
+    for key in sorted(k for k in results if k.startswith("rickhouse")):
+        tag = key[len("rickhouse") :]
+        feast = results.get("feast" + tag)
+        rounds.append(
+            {
+                "rickhouse": results[key]["seconds"],
+                "feast": feast["seconds"] if feast else None,
+                "ratio": feast["seconds"] / results[key]["seconds"] if feast else None,
+            }
+        )
+    if len(rounds) < 2:
+        return
+    for name in ("rickhouse", "feast"):
+        runs = sorted((v for k, v in results.items() if k.split("#")[0] == name), key=_secs)
+        if runs:
+            results[name] = runs[len(runs) // 2]
+    results["rounds"] = rounds
+
+
+def _secs(result: dict) -> float:
+    return float(result["seconds"])
+
+
 def summary(results: dict) -> list[str]:
     """The table and ratios of the store suite."""
     r, fl = results["rickhouse"], results["floor"]
@@ -266,6 +324,7 @@ def summary(results: dict) -> list[str]:
             )
     lines.append(f"{'floor: read key/version columns':40} {fl['read_keys_seconds']:>9.3f}s")
     lines.append(f"{'floor: read all columns':40} {fl['read_all_seconds']:>9.3f}s")
+    lines.append(f"{'floor: read the feature columns':40} {fl['read_features_seconds']:>9.3f}s")
     lines.append(f"{'floor: write result (DuckDB zstd)':40} {fl['write_seconds']:>9.3f}s")
     lines.append(f"{'      write result (pyarrow zstd)':40} {fl['write_pyarrow_seconds']:>9.3f}s")
     lines.append(
@@ -278,6 +337,29 @@ def summary(results: dict) -> list[str]:
         ratios += f" (feast/rickhouse = {results['feast']['seconds'] / r['seconds']:.2f}x"
         ratios += f"; CPU {results['feast']['cpu_seconds'] / r['cpu_seconds']:.2f}x)"
     lines.append(ratios)
+    ph = r.get("phases") or {}
+    if ph:
+        lines.append(
+            "rickhouse phases (wall / CPU): "
+            + ", ".join(
+                f"{k} {ph[k]:.3f}s / {ph.get(k + '_cpu', 0):.3f}s"
+                for k in ("match", "gather", "write")
+                if k in ph
+            )
+            + f"; vs floor: match/read-keys {ph.get('match', 0) / fl['read_keys_seconds']:.2f}x, "
+            f"gather/read-features {ph.get('gather', 0) / fl['read_features_seconds']:.2f}x, "
+            f"write/pyarrow-write {ph.get('write', 0) / fl['write_pyarrow_seconds']:.2f}x"
+        )
+    if "rounds" in results:
+        lines.append(
+            "rounds (rickhouse s, feast s, feast/rickhouse): "
+            + "; ".join(
+                f"{x['rickhouse']:.2f}, {x['feast']:.2f}, {x['ratio']:.2f}x"
+                if x["feast"]
+                else f"{x['rickhouse']:.2f}"
+                for x in results["rounds"]
+            )
+        )
     if "compare" in results:
         c = results["compare"]
         lines.append(f"exactness vs feast: {c}")

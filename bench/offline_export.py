@@ -241,6 +241,13 @@ def main() -> None:
     p.add_argument("--no-feast", dest="feast", action="store_false", help="skip Feast")
     p.add_argument("--entities-as-of", default=None, help="also export with entities_as_of=TS")
     p.add_argument("--reuse", action="store_true", help="keep the built store in --workdir")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="store suite: run rickhouse and Feast this many times, alternating (each a child "
+        "with its own warm-up and --repeat runs); the tables use the median round of each",
+    )
     args = p.parse_args()
     if args.quick:
         args.features, args.entities, args.entity_rows, args.repeat = 200_000, 40_000, 40_000, 1
@@ -359,11 +366,14 @@ def run_store_suite(args, work: Path) -> None:
         f"8 features; {args.entity_rows:,} entity rows; ttl {args.ttl_days} days"
     )
     results: dict = {}
-    steps = [("rickhouse", "store_export", None)]
+    steps = []
     if not (args.reuse and (work / "root").exists()):
-        steps.insert(0, ("build", "store_build", None))
-    if args.feast:
-        steps.append(("feast", "feast", export_suite.feast_command(args, work)))
+        steps.append(("build", "store_build", None))
+    for r in range(max(1, args.rounds)):
+        tag = "" if r == 0 else f"#{r + 1}"
+        steps.append(("rickhouse" + tag, "store_export", None))
+        if args.feast:
+            steps.append(("feast" + tag, "feast", export_suite.feast_command(args, work)))
     steps.append(("floor", "floor", None))
     if args.feast:
         steps.append(("compare", "compare", None))
@@ -377,6 +387,7 @@ def run_store_suite(args, work: Path) -> None:
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
+    export_suite.pick_median_rounds(results)
     print("\n".join(export_suite.summary(results)))
 
 

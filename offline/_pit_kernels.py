@@ -72,13 +72,13 @@ def _newer(e1, c1, s1, r1, e2, c2, s2, r2) -> bool:  # noqa: ANN001
 @njit(cache=True, nogil=True)
 def record_rows(
     base: int,  # direct addressing: run of key k is runs[direct[k - base]] (-1: no entity)
-    direct: np.ndarray,  # int64; empty: use the hash table instead
+    direct: np.ndarray,  # int32; empty: use the hash table instead
     bitmap: np.ndarray,  # uint8, bit k - base set for entity keys; empty: none (filter only)
     slot_key: np.ndarray,  # hash table from build_hash
     slot_val: np.ndarray,
     bits: int,
     runs: np.ndarray,  # int64 (n_uniq, 2): [start, end) of each key's entities in sort order
-    state: np.ndarray,  # int64 (n_entities, 5), see TS..B_ROW; in/out
+    state: np.ndarray,  # int64 (n_entities, STATE_COLUMNS), see TS..B_POS; in/out
     keys: np.ndarray,  # int64 feature keys
     ets: np.ndarray,  # int64 feature event ts
     cts: np.ndarray,  # int64 feature created ts
@@ -88,13 +88,26 @@ def record_rows(
     lo_ts: int,  # rows with event ts < lo_ts are ignored
     pos_base: int,  # position of row i is pos_base + i (where the caller reads it from)
 ) -> None:
-    for i in range(keys.shape[0]):
+    # Two passes: key -> run for every row, then the match. With the lookup and the version
+    # comparison inside one loop (or behind calls), numba's code measured several times
+    # slower; the comparison is spelled out as early exits (most rows leave after one).
+    n = keys.shape[0]
+    found = np.empty(n, np.int64)
+    if direct.shape[0] > 0 and bitmap.shape[0] == 0:
+        span = direct.shape[0]
+        for i in range(n):
+            d = keys[i] - base
+            found[i] = direct[d] if 0 <= d < span else -1
+    else:
+        for i in range(n):
+            found[i] = _lookup(keys[i], base, direct, bitmap, slot_key, slot_val, bits)
+    for i in range(n):
+        j = found[i]
+        if j < 0:
+            continue
         s = seq[i]
         e = ets[i]
         if s > max_seq or e < lo_ts:
-            continue
-        j = _lookup(keys[i], base, direct, bitmap, slot_key, slot_val, bits)
-        if j < 0:
             continue
         a = runs[j, 0]
         end = runs[j, 1]
@@ -109,14 +122,59 @@ def record_rows(
             continue
         c = cts[i]
         r = np.int64(row[i])
-        if state[a, B_SEQ] < 0 or _newer(
-            e, c, s, r, state[a, B_ETS], state[a, B_CTS], state[a, B_SEQ], state[a, B_ROW]
-        ):
-            state[a, B_ETS] = e
-            state[a, B_CTS] = c
-            state[a, B_SEQ] = s
-            state[a, B_ROW] = r
-            state[a, B_POS] = pos_base + i
+        best_seq = state[a, B_SEQ]
+        if best_seq >= 0:
+            best_e = state[a, B_ETS]
+            if e < best_e:
+                continue
+            if e == best_e:
+                best_c = state[a, B_CTS]
+                if c < best_c:
+                    continue
+                if c == best_c and (s < best_seq or (s == best_seq and r <= state[a, B_ROW])):
+                    continue
+        state[a, B_ETS] = e
+        state[a, B_CTS] = c
+        state[a, B_SEQ] = s
+        state[a, B_ROW] = r
+        state[a, B_POS] = pos_base + i
+
+
+@njit(cache=True, nogil=True)
+def dense_order(keys: np.ndarray, ts: np.ndarray, lo: int, span: int) -> np.ndarray:
+    """The permutation sorting entity rows by (key, ts), for keys in `[lo, lo + span)`: a
+    counting sort by key (O(rows + span), one int32 per key of the span), then each key's run
+    sorted by ts (insertion sort for short runs, a merge sort for long ones). Equal (key, ts)
+    rows may come in any order."""
+    n = keys.shape[0]
+    edge = np.zeros(span + 2, np.int32)  # edge[d + 1]: end of key d's run, then its start
+    for i in range(n):
+        edge[keys[i] - lo + 1] += 1
+    for d in range(span):
+        edge[d + 1] += edge[d]
+    order = np.empty(n, np.int64)
+    for i in range(n - 1, -1, -1):
+        d = keys[i] - lo + 1
+        edge[d] -= 1
+        order[edge[d]] = i
+    edge[span + 1] = n
+    for d in range(1, span + 1):
+        a, b = edge[d], edge[d + 1]
+        if b - a <= 1:
+            continue
+        if b - a > 32:
+            seg = order[a:b].copy()
+            order[a:b] = seg[np.argsort(ts[seg], kind="mergesort")]
+            continue
+        for p in range(a + 1, b):
+            x = order[p]
+            t = ts[x]
+            q = p - 1
+            while q >= a and ts[order[q]] > t:
+                order[q + 1] = order[q]
+                q -= 1
+            order[q + 1] = x
+    return order
 
 
 @njit(cache=True, nogil=True)

@@ -1,4 +1,4 @@
-"""Point-in-time export by row positions: match in numba, gather with Arrow take, write Parquet.
+"""Point-in-time export by row positions: match in numba, gather in entity order, write Parquet.
 
 The plan for joins whose every view has one int64 key (the numba matcher's views), with no
 DuckDB query in the data path:
@@ -9,9 +9,9 @@ DuckDB query in the data path:
    releases the GIL) while the calling thread feeds them to `IntKeyMatcher` (numba, nogil), so
    decoding and matching overlap; memory: O(entity rows) plus the pieces in flight.
 3. Gather: the matched positions are sorted; each piece holding a match decodes only the
-   requested feature columns and `take`s its rows, in the pool (`Joined`).
-4. Write: row group by row group, a `take` puts the gathered rows into entity order (nulls
-   where nothing matched) in the pool while the writer encodes the previous one (zstd).
+   requested feature columns (text as dictionary indices), `take`s its rows and scatters them
+   into entity order, in the pool (offline/export_gather.py; `Joined`).
+4. Write: row group by row group (zero-copy slices), zstd.
 Memory is bounded by the entity rows (their columns and features) plus a few pieces in
 flight, not by the feature rows; freed memory goes back to the OS between phases.
 Pure functions over a snapshot the caller pinned; thread-safe.
@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from offline._export_io import Clock, open_writer, ordered_map, release_memory
 from offline.entities import EntityInput
 from offline.errors import OfflineCorruptionError, OfflineError
+from offline.export_gather import gather_ordered
 from offline.feature_query import FeatureQuery
 from offline.join_plan import check_queries, use_int_matcher
 from offline.names import CREATED_TS, EVENT_TS, ROW_COLUMN, SEQ_COLUMN
@@ -56,13 +57,22 @@ class Piece:
     table: pa.Table | None = None
     columns: frozenset[str] = frozenset()  # columns the piece holds
 
-    def read(self, columns: list[str]) -> pa.Table:
-        """`columns` of the piece; columns it lacks (features added later) are left out."""
+    def read(self, columns: list[str], as_dictionary: frozenset[str] = frozenset()) -> pa.Table:
+        """`columns` of the piece; columns it lacks (features added later) are left out.
+        Those in `as_dictionary` (text) may come dictionary-encoded, as stored: decoding only
+        the indices and taking the matched rows before the text costs far less."""
         have = [c for c in columns if c in self.columns]
         if self.table is not None:
             return self.table.select(have)
         try:
-            pf = pq.ParquetFile(self.path, metadata=self.metadata)
+            # memory-mapped: the column chunks are decoded in place, without a copy per read
+            # (safe because snapshot files are immutable and pinned while the export runs)
+            pf = pq.ParquetFile(
+                self.path,
+                metadata=self.metadata,
+                memory_map=True,
+                read_dictionary=[c for c in have if c in as_dictionary] or None,
+            )
             return pf.read_row_group(self.group, columns=have, use_threads=False)
         except (OSError, pa.ArrowException) as exc:
             raise _damaged(str(self.path), exc) from exc
@@ -178,12 +188,11 @@ def match_positions(
 
 @dataclass
 class Joined:
-    """A join result not yet in entity order: the entity rows plus, per view, its gathered
-    feature rows (in position order) and the row of them each entity row takes (-1: none).
-    `slice` puts rows `[a, b)` in order, so a writer never holds a second full copy."""
+    """A join result: the entity rows plus the feature columns, all in entity order."""
 
     entities: pa.Table
-    gathered: list[tuple[pa.Table, np.ndarray]]
+    columns: list[pa.Array]
+    fields: list[pa.Field]
 
     @property
     def num_rows(self) -> int:
@@ -191,71 +200,19 @@ class Joined:
 
     @property
     def schema(self) -> pa.Schema:
-        return pa.schema([*self.entities.schema, *(f for g, _ in self.gathered for f in g.schema)])
+        return pa.schema([*self.entities.schema, *self.fields])
 
     def slice(self, a: int, b: int) -> pa.Table:
-        columns = list(self.entities.slice(a, b - a).columns)
-        for got, rank in self.gathered:
-            part = rank[a:b]
-            index = pa.array(part, mask=part < 0)
-            columns += [got.column(i).take(index) for i in range(got.num_columns)]
+        columns = [
+            *self.entities.slice(a, b - a).columns,
+            *(c.slice(a, b - a) for c in self.columns),
+        ]
         return pa.Table.from_arrays(columns, schema=self.schema)
 
     def slices(self, pool: ThreadPoolExecutor, rows: int) -> Iterator[pa.Table]:
-        """The rows in order, `rows` at a time, each put in order in the pool (one ahead)."""
-        bounds = [(a, min(a + rows, self.num_rows)) for a in range(0, self.num_rows, rows)]
-        yield from ordered_map(pool, lambda ab: self.slice(*ab), bounds, 2)
-
-
-def gather(
-    pool: ThreadPoolExecutor,
-    parts: list[Piece],
-    positions: np.ndarray,
-    features: list[str],
-    fields: list[pa.Field],
-    ahead: int,
-) -> tuple[pa.Table, np.ndarray]:
-    """The feature rows at `positions` (sorted, unique per match) and, per entity row, the
-    row of them it takes (-1: no match): see `Joined`."""
-    matched = np.flatnonzero(positions >= 0)
-    order = np.argsort(positions[matched], kind="stable")
-    sorted_pos = positions[matched][order]
-    bases = np.array([p.base for p in parts], dtype=np.int64)
-    cuts = np.searchsorted(sorted_pos, bases, side="left")
-    cuts = np.append(cuts, len(sorted_pos))
-    schema = pa.schema(fields)
-    jobs = [
-        (parts[i], sorted_pos[cuts[i] : cuts[i + 1]] - parts[i].base)
-        for i in range(len(parts))
-        if cuts[i + 1] > cuts[i]
-    ]
-
-    def take(job: tuple[Piece, np.ndarray]) -> pa.Table:
-        part, local = job
-        table = part.read(features).take(pa.array(local))
-        cols = [
-            table.column(f).cast(fl.type)
-            if f in table.column_names
-            else pa.nulls(len(local), fl.type)
-            for f, fl in zip(features, fields, strict=True)
-        ]
-        return pa.Table.from_arrays(cols, schema=schema)
-
-    # one contiguous array per feature (a take from a chunked array concatenates it first),
-    # built column by column, each column's pieces released as it is joined
-    by_column: list[list[pa.Array]] = [[] for _ in fields]
-    for table in ordered_map(pool, take, jobs, ahead):
-        for i in range(len(fields)):
-            by_column[i].append(table.column(i).combine_chunks())
-    columns = []
-    for i, fl in enumerate(fields):
-        arrays, by_column[i] = by_column[i], []
-        columns.append(pa.concat_arrays(arrays) if arrays else pa.array([], fl.type))
-        del arrays
-    got = pa.Table.from_arrays(columns, schema=schema)
-    rank = np.full(len(positions), -1, dtype=np.int64)
-    rank[matched[order]] = np.arange(len(matched), dtype=np.int64)
-    return got, rank
+        """The rows in order, `rows` at a time (zero-copy slices; `pool` is unused)."""
+        for a in range(0, self.num_rows, rows):
+            yield self.slice(a, min(a + rows, self.num_rows))
 
 
 def export_by_positions(
@@ -312,7 +269,7 @@ def join_by_positions(
     ets = ent.ets if ent.ets is not None else array_to_ns(table.column(EVENT_TS), EVENT_TS)
     ets_np = np.asarray(ets.to_numpy(zero_copy_only=False), dtype=np.int64)
     ahead = max(1, pool._max_workers) + 1
-    joined = Joined(table, [])
+    joined = Joined(table, [], [])
     at = 0
     for q in queries:
         snap = snaps[q.view]
@@ -330,7 +287,8 @@ def join_by_positions(
             )
         release_memory()  # the decoded key columns and the matcher
         with clock("gather"):
-            joined.gathered.append(gather(pool, parts, pos, list(q.features), mine, ahead))
+            joined.columns += gather_ordered(pool, parts, pos, list(q.features), mine, ahead)
+            joined.fields += mine
         release_memory()
     return joined
 

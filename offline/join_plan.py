@@ -87,7 +87,7 @@ def plan_join(
     order and re-attaches the entity columns). `for_parquet`: vectors leave as FLOAT[] lists, because DuckDB's
     Parquet encoding of a null fixed-size ARRAY is unreadable by pyarrow 26.
     `force_asof`: use DuckDB ASOF for every view (the numba matcher is the default for
-    one-int64-key views up to `matcher_max_entities` entity rows, ~90 bytes of memory each;
+    one-int64-key views up to `matcher_max_entities` entity rows, ~90-350 bytes of memory each;
     beyond, DuckDB ASOF, which spills to disk; tests compare both). Raises SchemaMismatchError before any work.
     """
     fields = check_queries(queries, snaps, ent, full_feature_names)

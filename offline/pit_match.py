@@ -1,7 +1,7 @@
 """Point-in-time matching for views with one int64 key, in numba (the plan that beats ASOF).
 
-`IntKeyMatcher` holds the entity side sorted by (key, ts) plus one best-version slot per
-entity: memory O(entity rows), whatever the number of feature rows, which stream through
+`IntKeyMatcher` holds the entity side sorted by (key, ts) (a counting sort when the keys are
+dense, as ids usually are; else two stable sorts) plus one best-version slot per entity: memory O(entity rows), whatever the number of feature rows, which stream through
 `add()` one file at a time. `finish()` returns, per entity row in input order, the matched
 `(_seq, _row)` — unique within a view — or -1, with the ttl applied (and, by
 `finish_positions`, the position the caller gave the matched row in `add`): the newest version with
@@ -18,6 +18,11 @@ from offline import _pit_kernels as kernels
 
 _INT64_MAX = np.iinfo(np.int64).max
 _INT64_MIN = np.iinfo(np.int64).min
+# Dense keys: a counting sort of the entity rows (4 bytes per key of the span, for the
+# setup only) and a direct key -> run table (4 bytes per key of the span), when the span is at
+# most this many per entity row / distinct entity key; beyond, sorts and a hash table.
+_DENSE_SPAN_PER_ROW = 32
+_DIRECT_SPAN_PER_KEY = 32
 
 
 class IntKeyMatcher:
@@ -28,9 +33,15 @@ class IntKeyMatcher:
             raise TypeError("IntKeyMatcher needs int64 keys and ts of one length")
         self._n = n = keys.shape[0]
         self._valid = valid
-        by_ts = np.argsort(ts, kind="stable")  # two stable sorts: ~25% faster than lexsort
-        self._order = by_ts[np.argsort(keys[by_ts], kind="stable")]
-        del by_ts  # temporaries go early: this runs beside the first decodes of an export
+        lo = int(keys.min()) if n else 0
+        span = int(keys.max()) - lo + 1 if n else 0
+        if n and span <= _DENSE_SPAN_PER_ROW * n + (1 << 16):
+            # dense keys (ids usually are): a counting sort, linear in rows and key span
+            self._order = kernels.dense_order(keys, ts, lo, span)
+        else:
+            by_ts = np.argsort(ts, kind="stable")  # two stable sorts: faster than lexsort
+            self._order = by_ts[np.argsort(keys[by_ts], kind="stable")]
+            del by_ts  # temporaries go early: this runs beside the first decodes of an export
         sorted_keys = keys[self._order]
         cuts = np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1
         starts = np.concatenate(([0], cuts)).astype(np.int64) if n else np.zeros(0, np.int64)
@@ -49,14 +60,14 @@ class IntKeyMatcher:
         # cache miss per feature row), else a hash table (binary search over 1M keys cost
         # ~10 misses per row, measured 4x slower).
         self._base, self._bits = 0, 1
-        self._direct = np.zeros(0, np.int64)
+        self._direct = np.zeros(0, np.int32)
         self._slot_key, self._slot_val = np.zeros(2, np.int64), np.full(2, -1, np.int64)
         self._bitmap = np.zeros(0, np.uint8)
         if len(uniq):
             lo, hi = int(uniq[0]), int(uniq[-1])
             self._base = lo
-            if hi - lo < max(4 * len(uniq), 1 << 16):
-                self._direct = np.full(hi - lo + 1, -1, np.int64)
+            if hi - lo < max(_DIRECT_SPAN_PER_KEY * len(uniq), 1 << 16):
+                self._direct = np.full(hi - lo + 1, -1, np.int32)
                 self._direct[uniq - lo] = np.arange(len(uniq))
             else:
                 self._bits = max(2, int(2 * len(uniq) - 1).bit_length())

@@ -115,3 +115,67 @@ def test_empty_entities_and_empty_view(tmp_path) -> None:
     ents = random_entities(np.random.default_rng(1), 5, [T0])
     assert _export(off, ents, q, tmp_path / "f.parquet")["age"] == [None] * 5
     off.close()
+
+
+WIDE = (
+    ["user_id"],
+    [
+        ("user_id", pa.int64()),
+        ("event_timestamp", pa.timestamp("ns", tz="UTC")),
+        ("created_timestamp", pa.timestamp("ns", tz="UTC")),
+        ("i32", pa.int32()),
+        ("f32", pa.float32()),
+        ("when", pa.timestamp("ns", tz="UTC")),
+        ("vec", pa.list_(pa.float32(), 3)),
+        ("text", pa.string()),
+        ("flag", pa.bool_()),
+    ],
+)
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_position_plan_gathers_every_type_in_entity_order(tmp_path, seed, monkeypatch) -> None:
+    """Fixed-width columns scattered, text gathered as dictionaries, lists taken, over many
+    files, row groups and the buffer, with nulls, ties, ttl and a feature older files lack."""
+    monkeypatch.setitem(VIEWS, "wide", WIDE)
+    used = []
+    real = export_pipeline.export_by_positions
+    monkeypatch.setattr(
+        export_pipeline, "export_by_positions", lambda *a, **k: used.append(1) or real(*a, **k)
+    )
+    late = WIDE[1] + [("late_text", pa.string()), ("late_i32", pa.int32())]
+    rng = np.random.default_rng(seed)
+    off = OfflineStore(tmp_path / "root", options(row_group_rows=5))
+    off.register_view("wide", schema_of("wide"), ["user_id"])
+    rows: list[dict] = []
+    seq = 0
+    for i in range(18):
+        if i == 9:
+            off.flush()
+            monkeypatch.setitem(VIEWS, "wide", (WIDE[0], late))
+            off.register_view("wide", schema_of("wide"), ["user_id"])
+        seq += 1
+        batch = random_batch(rng, "wide", int(rng.integers(1, 40)))
+        off.append("wide", batch, seq)
+        rows += as_rows(batch, seq)
+        if i % 3 == 2 and i < 15:
+            off.flush()
+    assert off.stats()["wide"]["buffer_rows"] > 0
+    times = sorted({r["event_timestamp"] for r in rows})
+    ents = random_entities(rng, 250, times)
+    features = ["i32", "f32", "when", "vec", "text", "flag", "late_text", "late_i32"]
+    for r in rows:
+        r.setdefault("late_text", None)
+        r.setdefault("late_i32", None)
+    for queries in (
+        [FeatureQuery("wide", features, ["user_id"])],
+        [FeatureQuery("wide", features[::-1], ["user_id"], ttl_ns=5 * HOUR)],
+    ):
+        for as_of in (None, seq // 2):
+            got = _export(off, ents, queries, tmp_path / "w.parquet", as_of)
+            assert got == oracle({"wide": rows}, ents, queries, as_of), (queries, as_of)
+    out = pq.read_table(tmp_path / "w.parquet")
+    assert out.schema.field("vec").type == pa.list_(pa.float32(), 3)
+    assert out.schema.field("text").type == pa.string()
+    assert used, "the position plan did not run"
+    off.close()

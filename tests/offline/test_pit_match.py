@@ -28,7 +28,7 @@ def _oracle(ent_keys, ent_ts, valid, rows, ttl, max_seq, lo_ts):
 
 
 @pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("spread", [10, 10**15])  # dense keys: direct table; sparse: hash
+@pytest.mark.parametrize("spread", [10, 33_000, 10**6, 10**15])  # direct table .. hash
 def test_matcher_equals_oracle(seed, spread) -> None:
     rng = np.random.default_rng(seed)
     n_ent, n_rows = int(rng.integers(0, 300)), int(rng.integers(0, 600))
@@ -66,3 +66,39 @@ def test_matcher_equals_oracle(seed, spread) -> None:
         want_seq, want_row = _oracle(ent_keys, ent_ts, valid, rows, ttl, max_seq, lo_ts)
         assert seq_arr.to_pylist() == want_seq
         assert row_arr.to_pylist() == want_row
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_matcher_long_runs_and_equal_times(seed) -> None:
+    """Dense keys sort by counting; runs longer than the insertion-sort cut-off, entity
+    rows with equal (key, ts), and feature rows tied on every version field but _row."""
+    rng = np.random.default_rng(seed)
+    n_ent = 400
+    ent_keys = rng.integers(100, 104, n_ent).astype(np.int64)  # runs of ~100 rows
+    ent_ts = rng.integers(0, 25, n_ent).astype(np.int64)  # many equal (key, ts)
+    valid = np.ones(n_ent, bool)
+    m = 300
+    keys = rng.integers(99, 105, m).astype(np.int64)
+    ets = rng.integers(0, 25, m).astype(np.int64)
+    cts = rng.integers(0, 2, m).astype(np.int64)
+    batch = pa.table(
+        {
+            "k": keys,
+            "event_timestamp": ets,
+            "created_timestamp": cts,
+            "_seq": np.full(m, 1, np.int64),
+            "_row": rng.permutation(m).astype(np.int32),
+        }
+    )
+    rows = [
+        (int(k), int(e), int(c), 1, int(r))
+        for k, e, c, r in zip(keys, ets, cts, batch.column("_row").to_pylist(), strict=True)
+    ]
+    for ttl in (0, 4):
+        matcher = IntKeyMatcher(ent_keys, ent_ts, valid)
+        matcher.add(batch.slice(0, 170), "k", None, None)
+        matcher.add(batch.slice(170), "k", None, None, 170)
+        seq_arr, row_arr = matcher.finish(ttl)
+        assert (seq_arr.to_pylist(), row_arr.to_pylist()) == _oracle(
+            ent_keys, ent_ts, valid, rows, ttl, 10**9, -(10**9)
+        )
