@@ -28,6 +28,7 @@ from pathlib import Path
 import crc32c
 import pyarrow as pa
 
+from store.durable_file import fsync_dir
 from store.errors import CorruptionError
 
 log = logging.getLogger(__name__)
@@ -218,7 +219,7 @@ class CommitLog:
                 self._synced_seq = self._written_seq
             path = self.dir / f"{first_seq:020d}{SEGMENT_SUFFIX}"
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
             self._active = path
             self._active_size = 0
             self._segments[path] = {}
@@ -244,7 +245,7 @@ class CommitLog:
                 del self._segments[path]
                 deleted += 1
         if deleted:
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
             log.info("commit log: deleted %d segment(s) held durably by both stores", deleted)
         return deleted
 
@@ -272,11 +273,3 @@ class CommitLog:
                 os.fdatasync(self._fd)
                 os.close(self._fd)
                 self._fd = -1
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from store.batch import EVENT_TS
 from store.definitions import FeatureView
+from store.durable_file import replace_durably
 from store.key_resolution import HashedKeys
 from store.keys import canonical_keys
 
@@ -129,12 +130,7 @@ class DeletedKeys:
                 writer.write_table(table)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, self._path)
-        fd = os.open(self._path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        replace_durably(tmp, self._path)
 
     def forget_view(self, view: str) -> None:
         """The view's data was dropped (forced apply): nothing of it is deleted any more."""

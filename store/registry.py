@@ -10,7 +10,6 @@ incarnation of the view and are never replayed) and `generation` (which names it
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,8 +17,10 @@ from typing import Any
 
 from store.definitions import Definitions, FeatureView
 from store.dtypes import row_bytes
+from store.durable_file import write_text_durably
 from store.duration import format_duration
 from store.errors import CorruptionError, DefinitionError
+from store.placement import placement_change, refusal
 
 REGISTRY_FILE = "registry.json"
 # Each feature view is an online tree with its own flush and compaction threads and open files,
@@ -84,6 +85,11 @@ def _merge_view(
         new.created_timestamp_field,
     ):
         details.append("timestamp fields change")
+    moved = placement_change(old, new)  # refused even without data: every tablet decides alike
+    if moved is not None:
+        if not force:
+            raise DefinitionError(refusal(old.name, moved))
+        breaking.append(moved)
     if breaking:
         if has_data and not force:
             raise DefinitionError(
@@ -203,17 +209,7 @@ class Registry:
             "reset_seq": reset_seq,
             "generation": generation,
         }
-        tmp = self.path.with_suffix(".json.tmp")
-        with open(tmp, "w") as f:
-            json.dump(body, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_text_durably(self.path, json.dumps(body, indent=1), ".json.tmp")
         self.definitions = definitions
         self.reset_seq = dict(reset_seq)
         self.generation = generation
