@@ -155,6 +155,22 @@ def export(
             "(ISO 8601, naive = UTC; or epoch seconds)."
         ),
     ] = None,
+    cluster: Annotated[
+        Path | None,
+        typer.Option(
+            "--cluster",
+            help="cluster.yaml: export through the cluster's router (Ray tasks per tablet).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    as_of_position: Annotated[
+        str | None,
+        typer.Option(
+            help='With --cluster: reproduce an earlier export, {"<partition>": offset} as it '
+            "printed."
+        ),
+    ] = None,
 ) -> None:
     """Point-in-time correct training export to Parquet; prints the seq it was taken at."""
     from app import input_files
@@ -162,6 +178,10 @@ def export(
     refs = [r for item in features for r in item.split(",") if r]
 
     def body() -> None:
+        if cluster is not None or as_of_position is not None:
+            _export_cluster(cluster, entities, refs, out, as_of_seq, as_of_position,
+                            entities_as_of)  # fmt: skip
+            return
         if (entities is None) == (entities_as_of is None):
             raise CliError("give exactly one of --entities and --entities-as-of")
         if entities is None:
@@ -257,6 +277,36 @@ def forget(
         console.print(f"forgot {out['deleted']} entity rows at seq {out['seq']} ({views})")
 
     _run(body)
+
+
+def _export_cluster(
+    cluster: Path | None,
+    entities: Path | None,
+    refs: list[str],
+    out: Path,
+    as_of_seq: int | None,
+    as_of_position: str | None,
+    entities_as_of: str | None,
+) -> None:
+    """`export --cluster`: through the router (app/router_export.py `export_via_router`)."""
+    from app.router_export import export_via_router
+
+    if cluster is None:
+        raise CliError("--as-of-position needs --cluster")
+    if as_of_seq is not None:
+        raise CliError("a cluster export is reproduced with --as-of-position, not --as-of-seq")
+    if (entities is None) == (entities_as_of is None):
+        raise CliError("give exactly one of --entities and --entities-as-of")
+    if entities is not None and not entities.is_file():
+        raise CliError(f"--entities {entities}: no such file")
+    instant = None if entities_as_of is None else _instant(entities_as_of)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    info = export_via_router(cluster, entities, refs, out, as_of_position, instant)
+    position = json.dumps(info["position"], separators=(",", ":"))
+    console.print(
+        f"exported {info['rows']:,} rows to {out} at position {position} "
+        f"(reproduce with --as-of-position '{position}')"
+    )
 
 
 def _instant(text: str) -> float | str:

@@ -62,3 +62,12 @@ class OnlineFastPath:
             }
         )
         await send({"type": "http.response.body", "body": content})
+
+
+async def send_json(
+    send: Send, status: int, content: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """Send one whole JSON answer (the raw ASGI fast paths of the router and the nodes)."""
+    head = [*_JSON, (b"content-length", str(len(content)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": head + (headers or [])})
+    await send({"type": "http.response.body", "body": content})

@@ -7,15 +7,21 @@ Routes:
   answer 421 naming the partitions. Query parameters used by the router: `route_by=k1,k2`
   routes every row by those join keys only, and the answer's `x-rickhouse-columns` header lists
   the result columns valid for them; `min_position={"<partition>": offset}` (with `wait_ms`)
-  waits until the node applied that far, else 503 naming the lagging partition.
+  waits until the node applied that far, else 503 naming the lagging partition;
+  `route_by=@<p>` reads every row on tablet p. app/node_fast.py answers this endpoint ahead of
+  FastAPI (the read hot path); the route below stays for /docs and states the same contract.
 - `GET /v1/definitions`: the definitions its tablets apply (the lowest partition's).
 - `GET /health`: 200 `{"status": "ok"}` while the node serves; `"degraded"` (still 200: reads
   are served from what the tablets hold) when the broker cannot be reached or a tablet stopped
   applying, with the reason.
 - `GET /v1/positions`: per partition the applied offset, the log end, the lag, refusals, the
   last applied time, and the broker's reachability (cluster/node.py `Node.state`).
+- `GET /v1/deletes?positions={"<partition>": offset}`: what the deletes ending there deleted
+  (cluster/deletes.py), waiting `wait_ms` for them to be applied.
 - `GET /v1/audit`: each tablet's audit ({partition: {view: ...}}); `GET /v1/stats`: each
   tablet's stats.
+- `POST /v1/export/listings`: a cluster export pins tablets at a position and lists their
+  snapshot files for the Ray tasks (app/router_export.py `node_listings`).
 Blocking calls run in the default thread pool, never on the event loop.
 """
 
@@ -36,9 +42,11 @@ from app.body import read_body
 from app.errors import BadRequestError, install_error_handlers
 from app.feast_json import feast_json
 from app.payloads import key_dtypes, parse_online_request
+from app.router_export import node_listings
 from cluster.config import ClusterConfig
 from cluster.errors import RoutingError
 from cluster.node import Node, NodeOptions
+from cluster.scatter import merge_bodies
 from cluster.tablets import NotOwnedError, TabletRead
 from store import Definitions
 
@@ -71,8 +79,16 @@ def create_node_app(
         finally:
             await asyncio.to_thread(node.stop)
 
-    app = FastAPI(title=f"rickhouse node {name}", lifespan=lifespan)
+    app = FastAPI(
+        title=f"rickhouse node {name}",
+        lifespan=lifespan,
+        # FastAPI's OpenTelemetry hooks stay off the hot path (as in app/server.py).
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
+    )
     install_error_handlers(app)
+    from app.node_fast import NodeFastPath  # imports this module: at call time
+
+    app.add_middleware(NodeFastPath, holder=holder)  # the hot read, before FastAPI's routing
 
     @app.exception_handler(NotOwnedError)
     async def _not_owned(request: Request, exc: NotOwnedError) -> Response:
@@ -137,11 +153,29 @@ def create_node_app(
         out = {str(p): await run(fs.audit) for p, fs in stores.items()}
         return Response(orjson.dumps(out, default=str), media_type="application/json")
 
+    @app.get("/v1/deletes")
+    async def deletes(request: Request) -> Response:
+        """What the deletes ending at `positions={"<partition>": offset}` deleted, once applied
+        (waiting up to `wait_ms`): {"results": {partition: {view: n} or null}} (null: not
+        applied yet, or applied before this process started)."""
+        q = request.query_params
+        node = holder["node"]
+        wanted = parse_min_position(q.get("positions", "{}"))
+        wait_s = min(float(q.get("wait_ms", DEFAULT_WAIT_MS)), MAX_WAIT_MS) / 1000
+        await run(node.wait_positions, wanted, wait_s)
+        out = {str(p): node.delete_results.get(p, off) for p, off in wanted.items()}
+        return Response(orjson.dumps({"results": out}), media_type="application/json")
+
     @app.get("/v1/stats")
     async def stats() -> Response:
         stores = holder["node"].tablets.stores
         out = {str(p): await run(fs.stats) for p, fs in stores.items()}
         return Response(orjson.dumps(out, default=str), media_type="application/json")
+
+    @app.post("/v1/export/listings")
+    async def export_listings(request: Request) -> Response:
+        """A cluster export pins tablets and lists their snapshot files (app/router_export.py)."""
+        return await node_listings(holder["node"], await read_body(request, MAX_BODY_BYTES))
 
     return app
 
@@ -193,36 +227,18 @@ def merge_feast_json(reads: list[TabletRead], n: int) -> dict[str, Any]:
     """Feast's JSON of the whole request from the tablets' answers for their rows."""
     if len(reads) == 1 and len(reads[0].rows) == n:
         return feast_json(reads[0].response)
-    merged: dict[str, Any] | None = None
-    for read in reads:
-        part = feast_json(read.response)
-        if merged is None:
-            merged = {
-                "metadata": part["metadata"],
-                "results": [
-                    {"values": [None] * n, "statuses": [None] * n, "event_timestamps": [None] * n}
-                    for _ in part["results"]
-                ],
-            }
-        rows = read.rows.tolist()
-        for c in _columns_of(read):
-            src, dst = part["results"][c], merged["results"][c]
-            for field in ("values", "statuses", "event_timestamps"):
-                values, target = src[field], dst[field]
-                for j, r in enumerate(rows):
-                    target[r] = values[j]
-    assert merged is not None
-    return merged
+    return merge_bodies([(r.rows, feast_json(r.response), _columns_of(r)) for r in reads], n)
 
 
 def _columns_of(read: TabletRead) -> list[int]:
-    """The result columns `read` answers for: the join keys, and its routing group's views."""
+    """The result columns `read` answers for: the join keys, and its routing group's views
+    (TabletRead.serves)."""
     res = read.response
     cols = list(range(len(res.keys)))
     at = len(cols)
     for lk in res.lookups:
         width = len(lk.read.names)
-        if tuple(lk.read.view.join_keys) == read.keys or not read.keys:
+        if read.serves(lk.read.view.name):  # routed by the group's key, or replicated
             cols += range(at, at + width)
         at += width
     return cols

@@ -2,10 +2,11 @@
 
 Same request and response shapes as `rickhouse serve` (FEAST_REST.md), the logic in
 cluster/router.py:
-- `POST /get-online-features`: scattered by partition to live replicas, merged in request
-  order; the body may carry `"min_position": {"<partition>": offset}` (an ingest answer's
-  position, for read-your-writes across routers). 503 names a partition no replica could serve
-  at the required position in time.
+- `POST /get-online-features` (answered ahead of FastAPI by app/router_fast.py, the read hot
+  path): scattered by partition to live replicas, merged in request order; the body may carry
+  `"min_position": {"<partition>": offset}` (an ingest answer's position, for read-your-writes
+  across routers). 503 names a partition no replica could serve at the required position in
+  time.
 - `POST /v1/ingest/{view}` (JSON or Arrow IPC), `POST /push`, `POST /write-to-online-store`:
   validated whole, produced in one Kafka transaction, answered after the commit. The native
   answer is `{"rows", "position"}`; Feast's endpoints keep their bodies and carry the position
@@ -13,6 +14,10 @@ cluster/router.py:
 - `PUT /v1/definitions`: a control record in every partition (one transaction); answers
   `{"position"}` once every live node applied it. `GET /v1/definitions`, `GET /v1/feature-views`
   (`/{name}`): from the nodes' applied definitions.
+- `DELETE /v1/entities/{view}`, `POST /v1/forget/{entity}`: deletes through the log
+  (app/router_lifecycle.py).
+- `POST /v1/training-export`: a training export, one Ray task per tablet
+  (app/router_export.py, cluster/export.py).
 - `GET /health`: 200 while every partition has a live replica, else 503 naming the partitions.
 - `GET /v1/stats`: per node and partition the applied offset, lag and last seen;
   `POST /v1/audit`: every live node's tablet audits; `GET /metrics`: request metrics and
@@ -45,15 +50,16 @@ from app.errors import (
 )
 from app.metrics import MetricsMiddleware, RequestMetrics
 from app.payloads import (
-    key_dtypes,
     parse_ingest_json,
     parse_json,
-    parse_online_request,
     parse_push_request,
     parse_write_request,
     parse_yaml,
     require_object,
 )
+from app.router_export import install_export_routes
+from app.router_fast import RouterFastPath, read_online
+from app.router_lifecycle import routes as lifecycle_routes
 from cluster.config import ClusterConfig
 from cluster.errors import FencedError, ProduceError
 from cluster.router import NoReplicaError, Router, RouterOptions
@@ -82,11 +88,18 @@ def create_router_app(
         finally:
             await router.close()
 
-    app = FastAPI(title="rickhouse router", lifespan=lifespan)
+    app = FastAPI(
+        title="rickhouse router",
+        lifespan=lifespan,
+        # /metrics is our telemetry; FastAPI's OpenTelemetry hooks stay off the hot path.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
+    )
     app.state.router = router
+    app.include_router(lifecycle_routes)  # deletes and forgets (app/router_lifecycle.py)
     install_error_handlers(app)
     metrics = RequestMetrics()
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RouterFastPath, router=router, max_body_bytes=MAX_BODY_BYTES)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: times the fast path too
 
     @app.exception_handler(NoReplicaError)
     async def _no_replica(request: Request, exc: Exception) -> Response:
@@ -106,10 +119,7 @@ def create_router_app(
     @app.post("/get-online-features")
     async def get_online_features(request: Request) -> Response:
         body = await read_body(request, MAX_BODY_BYTES)
-        req = parse_online_request(body, key_dtypes(defs()))
-        obj = require_object(parse_json(body))
-        min_position = _positions(obj.get("min_position"))
-        status, content = await router.read(obj, req.features, req.entities, min_position, body)
+        status, content = await read_online(router, body)
         return Response(content, status_code=status, media_type="application/json")
 
     async def ingest(view: str, data: Any) -> tuple[int, dict[int, int]]:
@@ -160,7 +170,7 @@ def create_router_app(
         force = request.query_params.get("force", "false").lower() in ("1", "true", "yes")
         position = await run(router.apply, definitions, force)
         lagging = await _wait_applied(router, position, APPLY_WAIT_S)
-        await router.refresh_definitions()
+        await router.refresh_definitions(position)
         return _json({"position": _wire(position), "not_yet_applied_by": lagging})
 
     @app.get("/v1/feature-views")
@@ -197,6 +207,7 @@ def create_router_app(
         lines = metrics.render() + _cluster_metrics(router.stats())
         return Response(("\n".join(lines) + "\n").encode(), media_type="text/plain; version=0.0.4")
 
+    install_export_routes(app, router)  # POST /v1/training-export (app/router_export.py)
     return app
 
 
@@ -205,30 +216,30 @@ async def _as_unavailable(request: Request, message: str) -> Response:
 
 
 async def _wait_applied(router: Router, position: dict[int, int], timeout_s: float) -> list[str]:
-    """Wait until every live node applied `position` on its partitions; the names still behind."""
+    """Wait until every live node applied `position` on its partitions and every partition of
+    it has a live replica that applied it (a node the last poll missed does not count as done);
+    the names of the nodes still behind (or down, for a partition no replica applied yet)."""
     deadline = time.monotonic() + timeout_s
     while True:
         await router.poll()
+        nodes = list(router.nodes.values())
         behind = [
             s.config.name
-            for s in router.nodes.values()
+            for s in nodes
             if s.alive and any(s.applied(p) < position.get(p, -1) for p in s.config.partitions)
         ]
-        if not behind or time.monotonic() > deadline:
-            return behind
+        uncovered = {
+            s.config.name
+            for p, offset in position.items()
+            if not any(
+                s.alive and s.applied(p) >= offset for s in nodes if p in s.config.partitions
+            )
+            for s in nodes
+            if p in s.config.partitions and not s.alive
+        }
+        if (not behind and not uncovered) or time.monotonic() > deadline:
+            return sorted(set(behind) | uncovered)
         await asyncio.sleep(0.05)
-
-
-def _positions(value: object) -> dict[int, int]:
-    if value is None:
-        return {}
-    try:
-        assert isinstance(value, dict)
-        return {int(p): int(off) for p, off in value.items()}
-    except (AssertionError, TypeError, ValueError):
-        raise BadRequestError(
-            f"'min_position' must be an object {{\"<partition>\": offset}}, got {value!r}"
-        ) from None
 
 
 def _wire(position: dict[int, int]) -> dict[str, int]:

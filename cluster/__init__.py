@@ -7,6 +7,7 @@ names are listed in `__all__`; everything else is an implementation detail.
 from cluster.broker import TestBroker, find_tansu
 from cluster.config import ClusterConfig, KafkaConfig, NodeConfig, RouterConfig, parse_partitions
 from cluster.consumer import ConsumerOptions, PartitionConsumer
+from cluster.deletes import DELETE
 from cluster.errors import (
     BrokerError,
     ClusterConfigError,
@@ -17,6 +18,7 @@ from cluster.errors import (
     RoutingError,
     TopicMismatchError,
 )
+from cluster.export import ExportFailedError, TabletPinError
 from cluster.partitioning import (
     Routing,
     key_texts,
@@ -36,6 +38,7 @@ __all__ = [
     "COMMIT",
     "CONTROL",
     "DATA",
+    "DELETE",
     "BatchWriter",
     "BrokerError",
     "ClusterConfig",
@@ -43,6 +46,7 @@ __all__ = [
     "ClusterError",
     "ConsumeError",
     "ConsumerOptions",
+    "ExportFailedError",
     "FencedError",
     "KafkaConfig",
     "LogRecord",
@@ -57,6 +61,7 @@ __all__ = [
     "Routing",
     "RoutingError",
     "Slice",
+    "TabletPinError",
     "TestBroker",
     "TopicMismatchError",
     "TransactionalProducer",

@@ -13,8 +13,13 @@ without a commit record is dead once the commits topic shows a later batch of it
 later session of its router: `Ledger.dead`. A single record is never half-visible, even on a
 broker that delivers aborted records, so every node takes the same decision.
 
-`Ledger` is the node's view of that topic. Not thread-safe: the node's applier thread alone
-uses it.
+`Ledger` is the node's view of that topic. `LedgerFile` keeps it durably beside the tablets,
+with the commits-topic offset it reflects, so a restarted node reads that topic from there, not
+from its start. The node saves it only when every batch the ledger has forgotten (`applied`) is
+durable in its tablet: the saved state then holds the commit of every batch a restarted node
+can re-read and not yet find applied, and the session facts that make the others dead.
+
+Not thread-safe: the node's applier thread alone uses them.
 """
 
 from __future__ import annotations
@@ -22,8 +27,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+from cluster.errors import ClusterError
 from cluster.record import KIND, LogRecord
+from store.durable_file import write_text_durably
 
 SESSION = "session"  # `kind` of a session record (commit records use record.COMMIT)
 
@@ -121,3 +130,64 @@ class Ledger:
             return False
         key = (bid.router, bid.session)
         return key in self._ended or self._last_n.get(key, -1) >= bid.n
+
+    def state(self) -> dict[str, Any]:
+        """The ledger as JSON-ready data (`restore` reads it back). Sessions that ended keep
+        only that fact: every batch of theirs without a commit is dead whatever its number."""
+        return {
+            "committed": {
+                b: {str(p): o for p, o in parts.items()} for b, parts in self.committed.items()
+            },
+            "last_n": [
+                [r, s, n] for (r, s), n in self._last_n.items() if (r, s) not in self._ended
+            ],
+            "sessions": dict(self._session),
+            "ended": sorted([r, s] for r, s in self._ended),
+        }
+
+    def restore(self, state: Mapping[str, Any], applied: Mapping[int, int]) -> None:
+        """Take `state` (from `state()`); commits of batches applied already (applied:
+        {partition: the tablet's next seq}) are not kept, as in `add`."""
+        for batch, parts in state.get("committed", {}).items():
+            mine = {
+                int(p): int(o)
+                for p, o in parts.items()
+                if int(p) in self.partitions and int(o) + 1 > applied.get(int(p), 0)
+            }
+            if mine:
+                self.committed[batch] = mine
+        self._last_n = {(r, s): int(n) for r, s, n in state.get("last_n", [])}
+        self._session = {str(r): str(s) for r, s in state.get("sessions", {}).items()}
+        self._ended = {(r, s) for r, s in state.get("ended", [])}
+
+
+class LedgerFile:
+    """A node's durable Ledger and the commits-topic offset it reflects (a JSON file)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.saved_offset = 0  # the offset of the last save (or load): nothing newer is durable
+
+    def load(self, partitions: Iterable[int], applied: Mapping[int, int]) -> tuple[Ledger, int]:
+        """(the ledger as saved, the commits-topic offset to read from); a new ledger and 0
+        when nothing was saved. A file this node cannot read is an error naming it."""
+        ledger = Ledger(partitions)
+        if not self.path.exists():
+            self.saved_offset = 0
+            return ledger, 0
+        try:
+            saved = json.loads(self.path.read_text())
+            offset = int(saved["offset"])
+            ledger.restore(saved["ledger"], applied)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ClusterError(
+                f"{self.path}: unreadable commits-topic position ({e}); delete it to read the "
+                "commits topic from its start"
+            ) from e
+        self.saved_offset = offset
+        return ledger, offset
+
+    def save(self, ledger: Ledger, offset: int) -> None:
+        """Make (ledger, offset) durable: written whole, fsynced, renamed into place."""
+        write_text_durably(self.path, json.dumps({"offset": offset, "ledger": ledger.state()}))
+        self.saved_offset = offset

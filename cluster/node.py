@@ -4,17 +4,26 @@
 `start()`, one applier thread reads those partitions with a read_committed PartitionConsumer
 from each tablet's durable position (`last_seq`: the last applied offset + 1) and applies each
 record at seq = offset + 1:
-- `data`: `FeatureStore.ingest_at(seq, view, table)`;
+- `data`: a batch, by `ingest_group_at` (store/external.py: `ingest_at` for several records);
 - `control`: a definitions change (cluster/control.py) by `apply_at(seq, ...)`;
+- `delete`: entities to delete (cluster/deletes.py) by `delete_at(seq, ...)`;
 - a record every replica refuses alike (a batch failing validation, an unknown view, a refused
   definitions change, an unreadable record) moves the position by `skip_at` and is counted in
   the partition's `refused` with its reason: the log keeps flowing and replicas stay equal.
 Records carrying a `batch` header are staged until the batch's one `commit` record is read from
-the commits topic (a second consumer, from its start), then applied together at the seq after
-the batch's last record in the partition; a batch that can no longer be committed is dropped
-(cluster/staging.py, cluster/commits.py: all-or-nothing batches on brokers that deliver aborted
-records). Offsets are never committed to Kafka: the tablet's own durable state is the position,
-so a killed node resumes exactly where its tablets end (no record lost, none applied twice).
+the commits topic (a second consumer), then applied together at the seq after the batch's last
+record in the partition; a batch that can no longer be committed is dropped (cluster/staging.py,
+cluster/commits.py: all-or-nothing batches on brokers that deliver aborted records). Offsets are
+never committed to Kafka: the tablet's own durable state is the position, so a killed node
+resumes exactly where its tablets end (no record lost, none applied twice).
+
+Group commit: what one poll made ready for a tablet (at most `group_records` items) is applied
+by cluster/applier.py with one fsync per run of data records, not one per record.
+
+Restart: the commits topic is read from the offset saved with the node's ledger
+(`commits-position.json` in the node's root, cluster/commits.py LedgerFile), saved at most every
+`ledger_save_s` once every batch popped from staging is durable in its tablet (never while a
+tablet is failed); the data partitions from each tablet's position or its lowest staged offset.
 
 A tablet that fails otherwise (an I/O error, a damaged file) stops applying: its partition is
 marked failed, serving what it holds, until the node restarts. When the broker cannot be
@@ -34,22 +43,20 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-import pyarrow as pa
-
-from cluster.commits import Ledger, commits_topic
+from cluster.applier import apply_ready
+from cluster.commits import LedgerFile, commits_topic
 from cluster.config import ClusterConfig, NodeConfig
 from cluster.consumer import ConsumerOptions, PartitionConsumer
-from cluster.control import ControlError, decode_control
+from cluster.deletes import DELETE, DeleteResults
 from cluster.errors import ClusterError, ConsumeError
-from cluster.record import BATCH, COMMIT, CONTROL, DATA, LogRecord
+from cluster.record import BATCH, COMMIT, LogRecord
 from cluster.staging import Ready, StagedFrom, Staging
 from cluster.tablets import TabletOptions, Tablets
-from store import DefinitionError, NotFoundError, StoreError, ValidationError
+from store import StoreError
 
 log = logging.getLogger(__name__)
 
-# Refused alike by every replica (deterministic): the position moves past the record.
-_REFUSED = (ValidationError, DefinitionError, NotFoundError, ControlError, pa.ArrowInvalid)
+LEDGER_FILE = "commits-position.json"  # in the node's root: on-disk layout, do not change
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,8 @@ class NodeOptions:
     poll_timeout_s: float = 0.2  # applier wait per poll: latency of stop() and of new records
     log_end_interval_s: float = 1.0  # how often the log end (for lag) is asked of the broker
     retry_s: float = 1.0  # wait before recreating a consumer after a fatal consumer error
+    group_records: int = 1000  # ready items applied per tablet with one fsync, at most
+    ledger_save_s: float = 1.0  # how often the commits-topic position is saved, at most
     tablets: TabletOptions = field(default_factory=TabletOptions)
     consumer: ConsumerOptions = field(default_factory=ConsumerOptions)
 
@@ -96,7 +105,8 @@ class Node:
         )
         # applier thread only: batches waiting for their commit record (cluster/staging.py)
         self._staging = {p: Staging(p) for p in self.me.partitions}
-        self._ledger = Ledger(self.me.partitions)
+        self._ledger_file = LedgerFile(self.me.root / LEDGER_FILE)
+        self._ledger, _ = self._ledger_file.load(self.me.partitions, self._applied())
         self._staged_from = {
             p: StagedFrom(self.me.root / f"staged-from-p{p:04d}") for p in self.me.partitions
         }
@@ -107,6 +117,7 @@ class Node:
         }
         self._broker: dict[str, Any] = {"connected": None, "error": None, "last_contact": None}
         self._started_at = time.time()
+        self.delete_results = DeleteResults()  # what applied deletes deleted, for the router
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -172,13 +183,18 @@ class Node:
             try:
                 start = {p: self._start(p) for p in self.tablets.stores}
                 self._staging = {p: Staging(p) for p in self.me.partitions}
-                self._ledger = Ledger(self.me.partitions)
+                self._ledger, commits_from = self._ledger_file.load(
+                    self.me.partitions, self._applied()
+                )
                 topic = self.config.kafka.topic
                 consumer = PartitionConsumer(
                     self.bootstrap_servers, topic, start, self.options.consumer
                 )
                 commits = PartitionConsumer(
-                    self.bootstrap_servers, commits_topic(topic), {0: 0}, self.options.consumer
+                    self.bootstrap_servers,
+                    commits_topic(topic),
+                    {0: commits_from},
+                    self.options.consumer,
                 )
                 self._consume(consumer, commits)
             except ConsumeError as e:
@@ -191,21 +207,46 @@ class Node:
                         c.close()
 
     def _consume(self, consumer: PartitionConsumer, commits: PartitionConsumer) -> None:
-        next_ends = 0.0
+        next_ends = next_save = 0.0
         wait = self.options.poll_timeout_s
         while not self._stop.is_set():
             staged = any(s.batches for s in self._staging.values())
             for record in consumer.poll(0.0 if staged else wait):
                 self._stage(record)
             staged = any(s.batches for s in self._staging.values())
-            applied = {p: fs.last_seq for p, fs in self.tablets.stores.items()}
+            applied = self._applied()
             for record in commits.poll(wait if staged else 0.0):
                 self._ledger.add(record, applied)
             for p in self._staging:
                 self._resolve(p)
+            if time.monotonic() >= next_save:
+                next_save = time.monotonic() + self.options.ledger_save_s
+                self._save_ledger(commits)
             if time.monotonic() >= next_ends:
                 next_ends = time.monotonic() + self.options.log_end_interval_s
                 self._refresh_lag(consumer)
+
+        self._save_ledger(commits)
+
+    def _applied(self) -> dict[int, int]:
+        """{partition: its tablet's next seq}: what is durably applied."""
+        return {p: fs.last_seq for p, fs in self.tablets.stores.items()}
+
+    def _save_ledger(self, commits: PartitionConsumer) -> None:
+        """Save the ledger with the commits-topic offset it reflects. Called between polls,
+        when every batch popped from staging is durable in its tablet; never once a tablet
+        failed (the batches it popped are not applied: a restart must find their commits)."""
+        with self._lock:
+            failed = {p for p, s in self._parts.items() if s.failed is not None}
+        for p, staging in self._staging.items():
+            first, kept = staging.first_offset(), self._staged_from[p].value
+            if p in failed or kept is None or (first is not None and first <= kept):
+                continue
+            if staging.read_to >= self.tablets.stores[p].last_seq:  # all below it read again
+                self._staged_from[p].set(first)  # nothing below `first` is left to apply
+        offset = commits.positions[0]
+        if not failed and offset != self._ledger_file.saved_offset:
+            self._ledger_file.save(self._ledger, offset)
 
     def _start(self, p: int) -> int:
         """Where to read partition p from: the tablet's position, or its first staged record."""
@@ -227,53 +268,53 @@ class Node:
         staging.add(r, batch.decode())
 
     def _resolve(self, partition: int) -> None:
-        """Apply, in order, what the partition's staging holds and the commits topic decided."""
+        """Apply, in order, what the partition's staging holds and the commits topic decided:
+        groups of at most `group_records` items, each durable with one fsync."""
         fs = self.tablets.stores[partition]
         state = self._parts.get(partition)
         if state is None or state.failed is not None:
             return
         staging = self._staging[partition]
+        staged_from = self._staged_from[partition]
         for b in staging.drop_dead(self._ledger):
             log.warning("node %s partition %d: dropped aborted batch %s",
                         self.me.name, partition, b)  # fmt: skip
-        while (ready := staging.next_ready(self._ledger)) is not None:
-            if ready.seq <= fs.last_seq:
-                continue  # applied before a restart
-            self._staged_from[partition].set(staging.first_offset())
-            self._apply_ready(partition, fs, ready)
-            if self._parts[partition].failed is not None:
+        while True:
+            readies: list[Ready] = []
+            while len(readies) < self.options.group_records:
+                ready = staging.next_ready(self._ledger)
+                if ready is None:
+                    break
+                if ready.seq > fs.last_seq:  # else applied before a restart
+                    readies.append(ready)
+            if not readies:
+                if staging.first_offset() is None and staging.read_to >= fs.last_seq:
+                    staged_from.set(None)  # else raised by _save_ledger, at its pace
                 return
-
-    def _apply_ready(self, partition: int, fs: Any, ready: Ready) -> None:
-        seq = ready.seq
-        refusal: str | None = None
-        try:
-            if any(x.view != ready.view or x.kind != ready.kind for x in ready.records):
-                raise ControlError("a batch mixes views or kinds in one partition")
-            if ready.kind == DATA:
-                fs.ingest_at(seq, ready.view, ready.table())
-            elif ready.kind == CONTROL and len(ready.records) == 1:
-                change = decode_control(ready.records[0].value)
-                fs.apply_at(seq, change.definitions, change.force)
-            elif ready.kind == COMMIT:
-                fs.skip_at(seq, "commit record of an empty batch")
-            else:
-                raise ControlError(f"record of unknown kind {ready.kind!r}")
-        except _REFUSED as e:
-            refusal = f"offset {seq - 1}: {type(e).__name__}: {e}"
-            log.error("node %s partition %d: refused %s", self.me.name, partition, refusal)
+            # durable before the position passes a record of the group or still staged
+            firsts = [r.records[0].offset for r in readies]
+            still = staging.first_offset()
+            need = min(firsts if still is None else [*firsts, still])
+            if staged_from.value is None or staged_from.value > need:
+                staged_from.set(need)
             try:
-                fs.skip_at(seq, refusal[:1000])
-            except StoreError as e2:
-                self._fail(partition, e2)
+                refusals = apply_ready(fs, readies, self._on_result)
+            except StoreError as e:
+                self._fail(partition, e)
                 return
-        except StoreError as e:
-            self._fail(partition, e)
-            return
-        self._advance(partition, refusal)
+            for why in refusals:
+                if why is not None:
+                    log.error("node %s partition %d: refused %s", self.me.name, partition, why)
+            self._advance(partition, refusals)
 
-    def _advance(self, partition: int, refusal: str | None) -> None:
+    def _on_result(self, ready: Ready, result: object) -> None:
+        """What a kind applied alone returned (cluster/applier.py): a delete's counts."""
+        if ready.kind == DELETE and isinstance(result, dict):
+            self.delete_results.put(ready.records[0].partition, ready.seq - 1, result)
+
+    def _advance(self, partition: int, refusals: list[str | None]) -> None:
         applied = self.tablets.stores[partition].last_seq - 1
+        refused = [r for r in refusals if r is not None]
         with self._lock:
             s = self._parts[partition]
             lag = None if s.log_end is None else max(0, s.log_end - applied - 1)
@@ -281,9 +322,9 @@ class Node:
                 s,
                 applied_offset=applied,
                 lag=lag,
-                applied_records=s.applied_records + (refusal is None),
-                refused=s.refused + (refusal is not None),
-                last_refusal=refusal or s.last_refusal,
+                applied_records=s.applied_records + len(refusals) - len(refused),
+                refused=s.refused + len(refused),
+                last_refusal=refused[-1] if refused else s.last_refusal,
                 last_applied_at=time.time(),
             )
             self._advanced.notify_all()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -30,6 +31,8 @@ import pyarrow.compute as pc
 
 from cluster._murmur2 import murmur2_many
 from cluster.errors import RoutingError
+from store.definitions import Entity, FeatureView
+from store.placement import REPLICATE_ALL
 
 _POSITIVE = 0x7FFFFFFF  # Kafka's Utils.toPositive mask
 
@@ -117,11 +120,12 @@ class Routing:
     def split(self, table: pa.Table, partitions: int) -> dict[int, pa.Table]:
         """{partition: its rows of `table`, in their original order}; only non-empty partitions.
 
-        A replicated view maps every partition to `table` itself (shared, not copied).
+        A replicated view maps every partition to `table` itself (shared, not copied); an
+        empty table goes nowhere, as for any view.
         """
         _check_partitions(partitions)
         if self.replicate:
-            return dict.fromkeys(range(partitions), table)
+            return dict.fromkeys(range(partitions), table) if table.num_rows else {}
         return split_by_partition(table, self.partitions(table, partitions), partitions)
 
 
@@ -160,6 +164,32 @@ def view_routing(
             f"not all among the view's join keys {list(join_keys)}"
         )
     return Routing(columns=keys)
+
+
+def routing_of(view: FeatureView, entities: Mapping[str, Entity]) -> Routing:
+    """The Routing of a parsed view (its `partition_by` / `replicate`, store/placement.py)."""
+    return view_routing(
+        view.join_keys,
+        {e: entities[e].join_keys for e in view.entities},
+        view.partition_by,
+        view.replicate,
+    )
+
+
+def routing_in(defs: Mapping[str, Any], view: str) -> Routing | None:
+    """The Routing of `view` in a definitions dict (the shape of `GET /v1/definitions`), or
+    None when `defs` has no such feature view."""
+    found = next((v for v in defs.get("feature_views") or [] if v.get("name") == view), None)
+    if found is None:
+        return None
+    keys = {e["name"]: tuple(e["join_keys"]) for e in defs.get("entities") or []}
+    ents = {e: keys[e] for e in found["entities"]}
+    return view_routing(
+        [k for e in found["entities"] for k in ents[e]],
+        ents,
+        found.get("partition_by"),
+        found.get("replicate") == REPLICATE_ALL,
+    )
 
 
 def split_by_partition(table: pa.Table, parts: np.ndarray, partitions: int) -> dict[int, pa.Table]:

@@ -3,7 +3,8 @@
 One Kafka record holds one Arrow IPC stream (a table of rows of one view for one partition) or
 a control payload. Headers (frozen wire format: nodes of other versions read them):
 - `view`: the view name, UTF-8;
-- `kind`: `data` (an IPC table of rows) or `control` (e.g. a definitions change);
+- `kind`: `data` (an IPC table of rows) or `control` (e.g. a definitions change), or `delete`
+  (entities to delete, cluster/deletes.py);
 - `chunk`: `i/n`, present on every record: the slice was cut into n records, this is the i-th
   (0-based). All n are produced in the same transaction, in order, to the same partition.
 - `batch` (optional): `<router>/<session>/<n>`; records with it are applied only once the
@@ -32,7 +33,7 @@ BATCH = "batch"
 DATA = "data"  # `kind` values
 CONTROL = "control"
 COMMIT = "commit"
-Kind = Literal["data", "control", "commit", "session"]
+Kind = Literal["data", "control", "commit", "session", "delete"]
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,13 @@ transactional write of validated batches. The HTTP face is app/router_server.py.
 Reads (`Router.read`): the request's rows are planned per routing group and partition
 (cluster/scatter.py); each partition goes to one live replica (round robin over the replicas
 whose last known position satisfies the read, then over any live one), one keep-alive HTTP
-request per (group, node) (aiohttp: about a third of httpx's async client cost per call). A
-replica that fails (connection error, timeout, 5xx, 421) is marked
-down and its rows are re-planned over the other replicas of their partitions: with one replica
-of every partition alive no read fails. A node's 4xx answer is the answer (the request is bad).
+request per (group, node) through cluster/node_client.py (a lean client: the read hot path). A
+request of one routing group whose rows all fall in one partition (one entity always does) is
+forwarded as its bytes with `route_by=@<partition>` (the node reads that tablet, no re-routing)
+and the node's answer is returned as its bytes. A replica that fails (connection error,
+timeout, 5xx, 421) is marked down and its rows are re-planned over the other replicas of their
+partitions: with one replica of every partition alive no read fails. A node's 4xx answer is the
+answer (the request is bad).
 
 Read-your-writes: the router remembers, per partition, the highest offset of every ingest it
 acknowledged (`acked`); a read needs max(acked, the request's `min_position`) per partition and
@@ -37,7 +40,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import numpy as np
@@ -46,45 +49,25 @@ import orjson
 from cluster.config import ClusterConfig, NodeConfig
 from cluster.control import encode_definitions
 from cluster.errors import ClusterError
-from cluster.partitioning import view_routing
-from cluster.producer import ProducerOptions
+from cluster.node_client import NodeClient
+from cluster.on_demand import read_on_demand
+from cluster.partitioning import routing_of
 from cluster.record import Slice
+from cluster.router_state import NodeStatus, NoReplicaError, RouterOptions
 from cluster.scatter import Answer, GroupRows, merge, plan, sub_entities
+from cluster.tablets import PINNED
 from cluster.writer import BatchWriter
 from store import Definitions
 from store.batch import convert_batch
 from store.errors import UnknownPushSourceError, UnknownViewError
+from store.placement import refuse_placement_changes
 
 log = logging.getLogger(__name__)
 COLUMNS_HEADER = "x-rickhouse-columns"  # node -> router, see app/node_server.py
 _JSON = {"content-type": "application/json"}
-# a node that cannot be reached, times out, or answers what is not JSON
-_HTTP_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ValueError)
-
-
-class NoReplicaError(ClusterError):
-    """No live replica could answer for a partition (the message names it)."""
-
-
-@dataclass(frozen=True)
-class RouterOptions:
-    poll_interval_s: float = 0.5  # how often every node's positions are asked
-    request_timeout_s: float = 10.0  # one read sent to one node
-    read_wait_ms: int = 5000  # bound on a node waiting to reach a read's position
-    producer: ProducerOptions = field(default_factory=ProducerOptions)
-
-
-@dataclass(frozen=True)
-class NodeStatus:
-    config: NodeConfig
-    alive: bool | None = None  # None: not asked yet
-    last_seen: float | None = None  # unix time of its last answer
-    error: str | None = None
-    state: Mapping[str, Any] = field(default_factory=dict)  # its last /v1/positions
-
-    def applied(self, partition: int) -> int:
-        part = self.state.get("partitions", {}).get(str(partition))
-        return -1 if part is None else int(part["applied_offset"])
+# a node that cannot be reached, times out, or answers what is not JSON (NodeCallError and
+# TimeoutError are OSErrors)
+_HTTP_ERRORS = (aiohttp.ClientError, OSError, ValueError)
 
 
 @dataclass
@@ -117,6 +100,8 @@ class Router:
         )
         self._turn = itertools.count()
         self._client: aiohttp.ClientSession | None = None
+        self._reads = NodeClient()  # the read hot path's connections
+        self._address = {n.name: _address(n.url) for n in config.nodes}  # name -> (host, port)
         self._poller: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -135,6 +120,7 @@ class Router:
             self._poller.cancel()
         if self._client is not None:
             await self._client.close()
+        await self._reads.close()
         self.writer.close()
 
     # ------------------------------------------------------------------ node state
@@ -144,8 +130,17 @@ class Router:
         await asyncio.gather(*(self._poll_node(n) for n in self.config.nodes))
         await self.refresh_definitions()
 
-    async def refresh_definitions(self) -> None:
-        for s in self._live(range(self.config.partitions)):
+    async def refresh_definitions(self, position: Mapping[int, int] | None = None) -> None:
+        """Take the definitions of a live node; with `position` (an apply's), of one that applied
+        it on its partitions, so the router never keeps the definitions from before it."""
+        live = self._live(range(self.config.partitions))
+        if position:
+            live = [
+                s
+                for s in live
+                if all(s.applied(p) >= position.get(p, -1) for p in s.config.partitions)
+            ]
+        for s in live:
             try:
                 status, body = await self._get(f"{s.config.url}/v1/definitions", 2.0)
                 if status == 200:
@@ -240,6 +235,10 @@ class Router:
         raw: bytes | None = None,
     ) -> tuple[int, bytes]:
         """Answer a Feast read: (HTTP status, body). A node's 4xx is passed through."""
+        if self.parsed.on_demand_views:  # computed here when tablets cannot (cluster/on_demand.py)
+            computed = await read_on_demand(self, body, features, entities, min_position)
+            if computed is not None:
+                return computed
         required = self.writer.acked()
         for p, off in min_position.items():
             required[p] = max(required.get(p, -1), off)
@@ -247,7 +246,12 @@ class Router:
         n = len(next(iter(entities.values()))) if entities else 0
         read = _Read(body, entities, required, raw, len(groups))
         try:
-            await asyncio.gather(*(self._read_group(read, g, np.arange(n), set()) for g in groups))
+            if len(groups) == 1:  # no task per group: the common case
+                await self._read_group(read, groups[0], np.arange(n), set())
+            else:
+                await asyncio.gather(
+                    *(self._read_group(read, g, np.arange(n), set()) for g in groups)
+                )
         except _PassThrough as e:
             return e.status, e.content
         if len(read.answers) == 1 and len(read.answers[0].rows) == n:
@@ -262,6 +266,9 @@ class Router:
         by_node: dict[str, list[int]] = {}
         for p in np.unique(parts).tolist() if g.keys else [-1]:
             by_node.setdefault(self._choose(p, read.required, tried), []).append(p)
+        if len(by_node) == 1:  # one replica reads them all: no split, no task
+            ((name, ps),) = by_node.items()
+            return await self._read_node(read, g, rows, name, ps, tried)
         calls = []
         for name, ps in by_node.items():
             mine = rows if not g.keys else rows[np.isin(parts, ps)]
@@ -271,7 +278,6 @@ class Router:
     async def _read_node(
         self, read: _Read, g: GroupRows, rows: np.ndarray, name: str, ps: list[int], tried: set[str]
     ) -> None:
-        s = self.nodes[name]
         if read.raw is not None and len(rows) == len(g.parts):
             content = read.raw  # all the rows: the request as it came (nodes ignore min_position)
         else:
@@ -281,14 +287,20 @@ class Router:
         params: dict[str, str] = {}
         if g.keys:
             params["route_by"] = ",".join(g.keys)
+            if read.groups == 1 and len(ps) == 1:  # every row on one tablet: no re-routing there
+                params["route_by"] = f"{PINNED}{ps[0]}"
             need = {str(p): read.required[p] for p in ps if read.required.get(p, -1) >= 0}
             if need:
                 params["min_position"] = orjson.dumps(need).decode()
                 params["wait_ms"] = str(self.options.read_wait_ms)
-        url = f"{s.config.url}/get-online-features"
+        target = "/get-online-features"
+        if params:  # quote(): a tenth of urlencode's cost for these few short values
+            target += "?" + "&".join(f"{k}={quote(v, safe=',@')}" for k, v in params.items())
+        host, port = self._address[name]
+        timeout_s = self.options.request_timeout_s
         try:
-            async with self._http().post(url, data=content, params=params, headers=_JSON) as r:
-                status, payload, header = r.status, await r.read(), r.headers.get(COLUMNS_HEADER)
+            r = await self._reads.request("POST", host, port, target, content, _JSON, timeout_s)
+            status, payload, header = r.status, r.body, r.headers.get(COLUMNS_HEADER)
         except _HTTP_ERRORS as e:
             return await self._retry(read, g, rows, name, tried, f"{type(e).__name__}: {e}")
         if status == 503 or status == 421 or status >= 500:
@@ -356,19 +368,25 @@ class Router:
         table, missing = convert_batch(fv, data)
         if missing is not None:
             table = self.writer.stamp_created(table, missing)
-        parts = view_routing(fv.join_keys).split(table, self.config.partitions)
+        parts = routing_of(fv, self.parsed.entities).split(table, self.config.partitions)
         batch = self.writer.batch_id()
         slices = [Slice(p, view, "data", t, batch) for p, t in sorted(parts.items())]
         return table.num_rows, self.writer.produce(slices)
 
     def apply(self, definitions: Mapping[str, Any], force: bool = False) -> dict[int, int]:
         """Blocking: a definitions change as a control record in every partition, one transaction."""
-        Definitions.load(definitions)  # refuse what no node could apply, naming the problem
+        new = Definitions.load(definitions)  # refuse what no node could apply, naming it
+        refuse_placement_changes(self.parsed.feature_views, new.feature_views, force)
         value = encode_definitions(definitions, force)
         batch = self.writer.batch_id()
         return self.writer.produce(
             [Slice(p, "", "control", value, batch) for p in range(self.config.partitions)]
         )
+
+
+def _address(url: str) -> tuple[str, int]:
+    u = urlsplit(url)
+    return u.hostname or "127.0.0.1", u.port or 80
 
 
 class _PassThrough(Exception):  # noqa: N818 (control flow, not an error of the router)

@@ -26,7 +26,6 @@ Not thread-safe: the node's applier thread alone uses `Staging` and `StagedFrom`
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +33,7 @@ import pyarrow as pa
 
 from cluster.commits import Ledger
 from cluster.record import LogRecord
+from store.durable_file import write_text_durably
 
 
 @dataclass
@@ -128,15 +128,5 @@ class StagedFrom:
         if offset is None:
             self.path.unlink(missing_ok=True)
         else:
-            tmp = self.path.with_suffix(".tmp")
-            with open(tmp, "w") as f:
-                f.write(str(offset))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-            dfd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            write_text_durably(self.path, str(offset))
         self.value = offset

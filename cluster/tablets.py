@@ -7,6 +7,10 @@ applied, plus one. A node opens many tablets in one process, so each gets small 
 resources (TabletOptions): one DuckDB thread, one flush thread, a smaller memtable and offline
 buffer, instead of the single-node defaults sized for one store per machine.
 
+Reads: each row of a request goes to the tablet of its partition under each routing group
+(`group_views`): views routed by their join keys, by their `partition_by` entity's keys, and
+replicated views, which every tablet holds and which join whichever group a row goes to.
+
 Thread-safety: `Tablets` is immutable after open; the FeatureStores are thread-safe.
 """
 
@@ -26,10 +30,16 @@ from cluster.partitioning import key_texts, partitions_of
 from offline import OfflineOptions
 from online import TreeOptions
 from store import FeatureStore, OnlineResponse
+from store.placement import REPLICATE_ALL
 
 log = logging.getLogger(__name__)
 
 TABLET_DIR = "p{:04d}"  # tablet directory under a node's root: on-disk layout, do not change
+# The routing group of a request that reads replicated views only: any one tablet answers it.
+REPLICATED: tuple[str, ...] = ("*",)
+# route_by `@<p>` (router -> node): read every row on tablet p. Never a join key (names start
+# with a letter).
+PINNED = "@"
 
 
 class NotOwnedError(ClusterError):
@@ -70,6 +80,11 @@ class TabletRead:
     keys: tuple[str, ...]
     rows: np.ndarray  # int64 row indices into the request, ascending
     response: OnlineResponse
+    views: frozenset[str] | None = None  # the views (and on-demand views) it answers; None: all
+
+    def serves(self, view: str) -> bool:
+        """Whether this read's columns of `view` (a feature or on-demand view) are its answer."""
+        return self.views is None or view in self.views
 
 
 class Tablets:
@@ -117,66 +132,133 @@ class Tablets:
     ) -> list[TabletRead]:
         """Route each entity row to its tablet and read there.
 
-        Rows are routed by each requested view's join keys. A request mixing views of
-        different join keys is read once per (join keys, partition) group, each read asking
-        for all the features: every answer has the request's columns in request order, and the
-        columns of views routed by the group's keys are the ones to take from it. Raises
+        Rows are routed by each requested view's routing key (its join keys, or its
+        `partition_by` entity's; a replicated view is read wherever the row goes). A request
+        mixing routing keys is read once per (routing key, partition) group, each read asking
+        for all the features: every answer has the request's columns in request order, and
+        `TabletRead.serves` names the views whose columns to take from it. Raises
         NotOwnedError naming partitions this node does not serve.
 
         route_by: route every row by these join keys only (a router that scattered the request
-        by them asks so); the answer's columns of the views routed otherwise are to be ignored.
+        by them asks so); `(PINNED + str(p),)` reads every row on tablet p. The answer's columns
+        of the views routed otherwise are to be ignored.
         """
         defs = self.any().definitions()
-        groups = [tuple(route_by)] if route_by else routing_groups(defs, features)
+        groups = group_views(defs, features)
+        if route_by:  # the router's group (its definitions may be a little older than ours)
+            key = tuple(route_by)
+            groups = {key: groups.get(key, replicated_views(defs, features))}
         n = _rows(entities)
         out = []
-        for keys in groups:
-            if not keys:  # no known view: any tablet names what is wrong
-                res = self.any().get_online_features(features, entities, full_feature_names)
-                out.append(TabletRead(keys, np.arange(n), res))
+        for keys, views in groups.items():
+            pinned = pinned_partition(keys)
+            if not keys or keys == REPLICATED or pinned is not None:
+                store = self.any() if pinned is None else self.stores[self._owned([pinned])[0]]
+                res = store.get_online_features(features, entities, full_feature_names)
+                every = not keys or pinned is not None  # one read answers every column
+                out.append(TabletRead(keys, np.arange(n), res, None if every else views))
                 continue
             cols = [pa.array(list(entities[k])) if k in entities else None for k in keys]
-            if any(c is None for c in cols):
+            if any(c is None for c in cols):  # the store names the missing key as a root does
+                self.any().get_online_features(features, entities, full_feature_names)
                 missing = [k for k, c in zip(keys, cols, strict=True) if c is None]
                 raise RoutingError(f"entities lack join key(s) {missing}")
             parts = partitions_of(key_texts(cols), self.total) if n else np.zeros(0, np.int32)
-            stray = sorted(set(np.unique(parts).tolist()) - set(self.stores))
-            if stray:
-                raise NotOwnedError(
-                    f"entities of partition(s) {stray} are not served by this node "
-                    f"(it serves {sorted(self.stores)}); ask a node that owns them"
-                )
-            for p in np.unique(parts).tolist():
+            for p in self._owned(np.unique(parts).tolist()):
                 rows = np.flatnonzero(parts == p)
                 sub = {k: [v[i] for i in rows.tolist()] for k, v in entities.items()}
                 res = self.stores[p].get_online_features(features, sub, full_feature_names)
-                out.append(TabletRead(keys, rows, res))
+                out.append(TabletRead(keys, rows, res, views))
         return out
+
+    def _owned(self, partitions: list[int]) -> list[int]:
+        """`partitions`, all served here; else NotOwnedError naming those that are not."""
+        stray = sorted(set(partitions) - set(self.stores))
+        if stray:
+            raise NotOwnedError(
+                f"entities of partition(s) {stray} are not served by this node "
+                f"(it serves {sorted(self.stores)}); ask a node that owns them"
+            )
+        return partitions
+
+
+def view_routes(defs: Mapping[str, Any]) -> dict[str, tuple[str, ...] | None]:
+    """{feature view: its routing key columns, or None for a replicated view}, as
+    cluster/partitioning.py `routing_in` says for each (`defs` were validated when parsed).
+    The last answer is kept for the same `defs` object (the router's, replaced whole)."""
+    cached = _routes_cache
+    if cached is not None and cached[0] is defs:
+        return cached[1]
+    keys = {e["name"]: tuple(e["join_keys"]) for e in defs.get("entities") or []}
+    out: dict[str, tuple[str, ...] | None] = {}
+    for v in defs.get("feature_views") or []:
+        if v.get("replicate") == REPLICATE_ALL:
+            out[v["name"]] = None
+        elif v.get("partition_by"):
+            out[v["name"]] = keys[v["partition_by"]]
+        else:
+            out[v["name"]] = tuple(k for e in v["entities"] for k in keys[e])
+    globals()["_routes_cache"] = (defs, out)
+    return out
+
+
+_routes_cache: tuple[Mapping[str, Any], dict[str, tuple[str, ...] | None]] | None = None
+
+
+def group_views(
+    defs: Mapping[str, Any], features: str | Sequence[str]
+) -> dict[tuple[str, ...], frozenset[str]]:
+    """{routing key: the views and on-demand views of the request read by it}, in request order.
+
+    A replicated view joins every group; a request of replicated views only is the one group
+    REPLICATED. An on-demand view routes as its first source (sources of other routing keys are
+    read on that tablet). No known view: the one group `()` (any tablet names what is wrong).
+    """
+    routes = view_routes(defs)
+    on_demand = defs.get("on_demand_views")
+    sources = {v["name"]: v.get("sources") or [] for v in on_demand} if on_demand else {}
+    groups: dict[tuple[str, ...], list[str]] = {}
+    replicated: list[str] = []
+    for name in dict.fromkeys(ref.partition(":")[0] for ref in _refs(defs, features)):
+        view = name
+        if name in sources:  # computed from its sources' rows: routed as its first source
+            view = next(iter(sources[name]), name)
+        if view not in routes:
+            continue  # the store names the unknown view
+        keys = routes[view]
+        named = replicated if keys is None else groups.setdefault(keys, [])
+        named += (name, view) if view != name else (name,)
+    if not groups:
+        return {REPLICATED: frozenset(replicated)} if replicated else {(): frozenset()}
+    return {k: frozenset(v + replicated) for k, v in groups.items()}
+
+
+def replicated_views(defs: Mapping[str, Any], features: str | Sequence[str]) -> frozenset[str]:
+    """The replicated views a request reads (they join whichever group the row goes to)."""
+    routes = view_routes(defs)
+    return frozenset(r.split(":", 1)[0] for r in _refs(defs, features)
+                     if routes.get(r.split(":", 1)[0], ()) is None)  # fmt: skip
 
 
 def routing_groups(defs: Mapping[str, Any], features: str | Sequence[str]) -> list[tuple[str, ...]]:
-    """The distinct routing keys (join key tuples) of the views a request reads. An on-demand
-    view routes as its first source (sources of other join keys are read on that tablet)."""
-    views = {v["name"]: v for v in defs.get("feature_views", [])}
-    entities = {e["name"]: e for e in defs.get("entities", [])}
+    """The distinct routing keys of the views a request reads (group_views' keys)."""
+    return list(group_views(defs, features))
+
+
+def pinned_partition(keys: Sequence[str]) -> int | None:
+    """p for a route_by of `(PINNED + str(p),)`, else None."""
+    if len(keys) == 1 and keys[0].startswith(PINNED) and keys[0][len(PINNED) :].isdigit():
+        return int(keys[0][len(PINNED) :])
+    return None
+
+
+def _refs(defs: Mapping[str, Any], features: str | Sequence[str]) -> Sequence[str]:
     if isinstance(features, str):
-        services = {s["name"]: s for s in defs.get("feature_services", [])}
-        refs = services[features]["features"] if features in services else []
-    else:
-        refs = list(features)
-    on_demand = {v["name"]: v for v in defs.get("on_demand_views", [])}
-    out: list[tuple[str, ...]] = []
-    for ref in refs:
-        name = ref.split(":", 1)[0]
-        if name in on_demand:  # computed from its sources' rows: routed as its first source
-            name = next(iter(on_demand[name].get("sources") or []), name)
-        view = views.get(name)
-        if view is None:
-            continue  # the store names the unknown view
-        keys = tuple(k for e in view["entities"] for k in entities[e]["join_keys"])
-        if keys not in out:
-            out.append(keys)
-    return out or [()]
+        for service in defs.get("feature_services") or []:
+            if service["name"] == features:
+                return service["features"]
+        return []
+    return features
 
 
 def view_keys(defs: Mapping[str, Any], view: str) -> tuple[str, ...]:

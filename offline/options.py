@@ -39,8 +39,9 @@ class OfflineOptions:
     # O(entity rows), files streamed) and others with DuckDB ASOF JOIN; "asof" uses DuckDB
     # ASOF for every view (the baseline the benchmark compares against).
     join_plan: str = "auto"
-    # The numba matcher holds ~90 bytes per entity row; above this many entity rows "auto"
-    # uses DuckDB ASOF, whose memory is bounded by duckdb_memory_limit (it spills to disk).
+    # The numba matcher holds ~90-350 bytes per entity row (more with its dense key table);
+    # above this many entity rows "auto" uses DuckDB ASOF, whose memory is bounded by
+    # duckdb_memory_limit (it spills to disk).
     matcher_max_entities: int = 3_000_000
     # Entities per bucket of a whole-view latest-row query (the audit, latest_per_entity): the
     # view's rows are spilled once into buckets of about this many rows, then aggregated one

@@ -2,9 +2,9 @@
 
 This module owns the store's state (views, buffers, pins, locks), view registration and the
 lifecycle, and is the table of contents of its methods: the write side (append, flush) lives in
-`offline/flusher.py`, compaction, deletes, retention and the background thread in
-`offline/maintenance.py`, snapshots and file pins in `offline/file_pins.py`, and the reads (scans,
-latest rows, joins, exports) in `offline/reads.py`, which the store composes.
+`offline/flusher.py`, compaction, retention and the background thread in `offline/maintenance.py`,
+deletes in `offline/delete_stage.py`, snapshots and file pins in `offline/file_pins.py`, and the
+reads (scans, latest rows, joins, exports) in `offline/reads.py`, which the store composes.
 
 Invariants:
 - The manifest names exactly the visible Parquet files; a file is written completely (temp,
@@ -189,10 +189,8 @@ class OfflineStore:
     # ----------------------------------------------------------------- writes
 
     def append(self, view: str, batch: pa.RecordBatch | pa.Table, seq: int) -> None:
-        """Buffer one committed batch (`seq` > every earlier seq of the view).
-
-        A seq at or below `durable_seq(view)` is already in Parquet (a replay) and is ignored.
-        """
+        """Buffer one committed batch (`seq` > every earlier seq of the view); a seq at or below
+        `durable_seq(view)` is already in Parquet (a replay) and is ignored."""
         flusher.append(self, view, batch, seq)
 
     def flush(self, view: str | None = None) -> None:
@@ -200,11 +198,8 @@ class OfflineStore:
         flusher.flush(self, view)
 
     def compact(self, view: str | None = None, min_files: int = 2) -> None:
-        """Merge each partition holding >= `min_files` files into one file, atomically.
-
-        Queries running meanwhile keep reading the files they started with; those are deleted
-        once released. Query results are unchanged (the same rows, `_seq` and `_row` kept).
-        """
+        """Merge each partition holding >= `min_files` files into one file, atomically; running
+        queries keep their files until released; results unchanged (`_seq`, `_row` kept)."""
         maintenance.compact(self, view, min_files)
 
     def delete(
@@ -215,31 +210,25 @@ class OfflineStore:
         staged: delete_stage.StagedDelete | None = None,
     ) -> np.ndarray:
         """Remove every row of `entities` (the view's join-key columns, unique rows) committed
-        before `seq`: the buffer is flushed, the files holding them are rewritten without them,
-        and the manifest names the new files with durable_seq = `seq`, in one write. Returns,
-        per entity, whether the view held a row of it. A `seq` at or below durable_seq (a replay
-        of a delete already applied) changes nothing. Queries running meanwhile keep the files
-        they started with; those are deleted once released. `staged`: from `prepare_delete`
-        of the same entities, so that only files written since are rewritten here."""
+        before `seq`, durably, with one manifest write (offline/delete_stage.py `commit`);
+        per entity, whether the view held a row of it. A replay (`seq` <= durable_seq) changes
+        nothing. `staged`: `prepare_delete` of the same entities (only files written since are
+        rewritten here)."""
         return delete_stage.commit(self, view, entities, seq, staged)
 
     def prepare_delete(self, view: str, entities: pa.Table) -> delete_stage.StagedDelete:
-        """Stage a delete of `entities` before it is sequenced: rewrite, unpublished, the files
-        holding them, off the writer's path (offline/delete_stage.py); pass the result to
-        `delete`, or to `discard_delete` if the delete is not sequenced."""
+        """Stage a delete before it is sequenced (unpublished rewrites, off the writer's path)."""
         return delete_stage.stage(self, view, entities)
 
     def discard_delete(self, staged: delete_stage.StagedDelete) -> None:
         """Delete the files of a staged delete that will not be committed. Idempotent."""
         delete_stage.discard(self, staged)
 
-    # ----------------------------------------------------------------- cursors
+    # ----------------------------------------------------------------- reads
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         self._check_open()
         return self._con.cursor()
-
-    # ----------------------------------------------------------------- reads
 
     def scan(
         self,
@@ -352,10 +341,9 @@ class OfflineStore:
         maintenance.set_retention(self, view, retention_ns)
 
     def drop_expired(self, now_ns: int | None = None) -> dict[str, dict[str, int]]:
-        """Drop, atomically per view, the partitions lying entirely before `now - retention`
-        (`now_ns`, default the wall clock): the retention record, then the manifest, first;
-        the files are retired like compaction's. {view: {"partitions", "files", "rows",
-        "bytes"}} of the views that dropped."""
+        """Drop, atomically per view, the partitions entirely before `now - retention` (`now_ns`,
+        default the wall clock): retention record and manifest first, files retired after;
+        {view: {"partitions", "files", "rows", "bytes"}} of the views that dropped."""
         return maintenance.drop_expired(self, now_ns)
 
     def rows(self) -> dict[str, int]:

@@ -25,6 +25,7 @@ from store.dtypes import KEY_DTYPES, check_dtype
 from store.duration import parse_duration
 from store.errors import DefinitionError
 from store.on_demand import OnDemandView
+from store.placement import PLACEMENT_FIELDS, parse_placement
 
 __all__ = [
     "section_list",
@@ -89,6 +90,7 @@ def parse_entity(obj: object, i: int) -> Entity:
 
 _VIEW_FIELDS = {"name", "entities", "ttl", "features", "timestamp_field", "created_timestamp_field"}
 _VIEW_FIELDS |= {"retention", "freshness"}
+_VIEW_FIELDS |= PLACEMENT_FIELDS
 
 
 def _aggregation_view(d: Mapping[str, Any], i: int, entities: Mapping[str, Entity]) -> FeatureView:
@@ -159,6 +161,7 @@ def parse_view(obj: object, i: int, entities: Mapping[str, Entity]) -> FeatureVi
     if len(index) != len(features):
         raise DefinitionError(f"{where}: feature names repeat: {[f.name for f in features]}")
     ttl = parse_duration(d.get("ttl"), f"{where} ttl")
+    partition_by, replicate = parse_placement(d, where, ents)
     return FeatureView(
         name,
         tuple(ents),
@@ -170,6 +173,8 @@ def parse_view(obj: object, i: int, entities: Mapping[str, Entity]) -> FeatureVi
         index,
         retention_ns=parse_duration(d.get("retention"), f"{where} retention"),
         freshness_ns=parse_duration(d.get("freshness"), f"{where} freshness"),
+        partition_by=partition_by,
+        replicate=replicate,
     )
 
 

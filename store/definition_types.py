@@ -15,6 +15,7 @@ from typing import Any
 from store.aggregations.spec import Aggregation, aggregations_to_dict
 from store.duration import format_duration
 from store.errors import DefinitionError, short_repr
+from store.placement import placement_dict
 
 __all__ = [
     "MAX_NAME",
@@ -83,6 +84,9 @@ class FeatureView:
     # ingested and stored); the readable features are `aggregations` (see served_features).
     aggregations: tuple[Aggregation, ...] = ()
     hop_ns: int = 0  # window starts aligned down to this; 0: exact sliding windows
+    # Cluster placement (store/placement.py); a single root ignores both.
+    partition_by: str | None = None  # route by this entity's join keys instead of all of them
+    replicate: bool = False  # `replicate: all`: every partition holds the whole view
 
     @property
     def join_keys(self) -> list[str]:
@@ -136,6 +140,7 @@ class FeatureView:
             d["aggregations"] = aggregations_to_dict(self.aggregations)
             if self.hop_ns:
                 d["hop"] = format_duration(self.hop_ns)
+        d.update(placement_dict(self))
         return d
 
 

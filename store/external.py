@@ -10,6 +10,10 @@ commit log keeps every applied seq, gaps allowed, and position markers (CONTROL_
 for what changes no view (a definitions change, a refused record), so the position survives a
 crash exactly.
 
+`ingest_group_at` applies several records with one fsync (group commit): all are logged, the
+log is fsynced once, then they are applied in order; a crash leaves a durable prefix of the
+group, replayed on open.
+
 Batches applied at an external seq must carry `created_timestamp` on every row: a stamp taken
 from the applying process's clock would differ between replicas of the same log.
 
@@ -20,7 +24,7 @@ one applier; `external` is a bool read without a lock.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +32,9 @@ import numpy as np
 import pyarrow as pa
 
 from store.batch import convert_batch
-from store.errors import StoreError, ValidationError
+from store.durable_file import fsync_dir
+from store.errors import NotFoundError, StoreError, ValidationError
+from store.group_write import write_group_at
 
 if TYPE_CHECKING:
     from store.feature_store import FeatureStore
@@ -63,11 +69,7 @@ class Sequencing:
             os.fsync(fd)
         finally:
             os.close(fd)
-        dfd = os.open(self._root, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(self._root)
         self.external = True
 
     def check_internal(self) -> None:
@@ -155,3 +157,68 @@ def skip_at(fs: FeatureStore, seq: int, reason: str) -> bool:
         return False
     fs._sequencing.claim(fs._writes.applied_seq)
     return fs._writes.mark_at(seq, CONTROL_VIEW, marker_table(reason))
+
+
+def delete_at(
+    fs: FeatureStore,
+    seq: int,
+    targets: Mapping[str, Mapping[str, Any]],
+    time_ns: int,
+) -> dict[str, int] | None:
+    """Apply a delete of `targets` ({view: {join key: [values]}}) at the external position
+    `seq`, the delete's time `time_ns` given by the log's writer; {view: entities deleted}, or
+    None when `seq` is at or below `last_seq`. See store/delete_at.py."""
+    from store.delete_at import delete_at as apply
+
+    return apply(fs, seq, targets, time_ns)
+
+
+def ingest_group_at(
+    fs: FeatureStore, items: Sequence[tuple[int, str | None, Any]]
+) -> list[str | None]:
+    """Apply several externally sequenced records with ONE fsync (group commit): the node's
+    applier hands over what one poll made ready for a tablet.
+
+    items: (seq, view, data) in increasing seq, a batch as `ingest_at` takes it; or
+    (seq, None, reason): a skip (as `skip_at`). Returns, per item, None (applied, or at or below
+    `last_seq`: nothing done) or the refusal's text: a batch every replica refuses alike (unknown
+    view, failed validation, no free key slot) is logged as a skip marker naming why, in its
+    place. Every record of the group is in the commit log and fsynced before any is applied or
+    the position moves; a crash leaves a prefix of the group durable, replayed on open, so the
+    position never claims a record whose data is not durable."""
+    fs._writes.check_open()
+    last = 0
+    for seq, _, _ in items:
+        if check_seq(seq) <= last:
+            raise ValidationError(f"group seqs must increase: {seq} after {last}")
+        last = seq
+    if not items or last <= fs._writes.applied_seq:
+        return [None] * len(items)
+    fs._sequencing.claim(fs._writes.applied_seq)
+    refusals: list[str | None] = [None] * len(items)
+    writes: list[tuple[int, Any, pa.Table]] = []
+    for i, (seq, view, data) in enumerate(items):
+        if seq <= fs._writes.applied_seq:
+            continue
+        if view is None:
+            writes.append((seq, CONTROL_VIEW, marker_table(str(data)[:1000])))
+            continue
+        try:
+            fv = fs._snap.view(view)
+            table, missing_created = convert_batch(fv, data)
+            require_created(view, missing_created)
+        except (ValidationError, NotFoundError, pa.ArrowInvalid) as e:
+            refusals[i] = text = f"offset {seq - 1}: {type(e).__name__}: {e}"
+            writes.append((seq, CONTROL_VIEW, marker_table(text[:1000])))
+            continue
+        writes.append((seq, fv, table))
+
+    def refused(seq: int, e: ValidationError) -> tuple[str, pa.Table]:
+        return CONTROL_VIEW, marker_table(f"offset {seq - 1}: {type(e).__name__}: {e}"[:1000])
+
+    index = {seq: i for i, (seq, _, _) in enumerate(items)}
+    done = write_group_at(fs._writes, writes, refused)
+    for (seq, _, _), why in zip(writes, done, strict=True):
+        if why is not None:
+            refusals[index[seq]] = f"offset {seq - 1}: ValidationError: {why}"
+    return refusals

@@ -8,7 +8,8 @@ work to the module that owns it.
   (store/write_path.py: sequence, log, group fsync, apply in seq order; keys by
   store/key_resolution.py);
 - `ingest_at` / `apply_at` / `skip_at`: externally sequenced writes (store/external.py);
-- `delete` / `forget`: store/forget.py;
+- `delete` / `forget`: store/forget.py (the record and its apply: store/deletes.py; the sticky
+  table of deleted entities: store/deleted_keys.py);
 - reads: online (store/online_read.py), historical (store/training.py), `export_training`
   (store/training_export.py), `offline_files` (store/published.py);
 - `audit`, `flush`, `compact`, `stats`, `close`: store/admin.py (per-view audit: store/audit.py);
@@ -223,12 +224,9 @@ class FeatureStore:
 
     @engine_errors
     def ingest_at(self, seq: int, view: str, data: Any) -> bool:
-        """Apply a batch at the external position `seq` (a cluster tablet: Kafka offset + 1).
-
-        Idempotent and gap-tolerant: False, writing nothing, when `seq` is at or below
-        `last_seq`; else the batch is logged with `seq`, fsynced, applied, and True returned.
-        Every row must carry created_timestamp. A bad batch raises ValidationError with nothing
-        written and the position unchanged (see skip_at). See store/external.py."""
+        """Apply a batch at the external position `seq` (a cluster tablet: Kafka offset + 1):
+        idempotent and gap-tolerant, False (nothing written) at or below `last_seq`; every row
+        carries created_timestamp; a bad batch raises ValidationError. See store/external.py."""
         return external.ingest_at(self, seq, view, data)
 
     @engine_errors
@@ -236,11 +234,8 @@ class FeatureStore:
         self, seq: int, definitions: str | Path | Mapping[str, Any], force: bool = False
     ) -> dict[str, Any] | None:
         """Apply definitions at the external position `seq`; None (nothing done) when `seq` is
-        at or below `last_seq`, else what changed, as `apply` returns it.
-
-        The change is applied first, then the position marker is logged: a crash between the
-        two re-applies identical definitions, which changes nothing. A refused change raises
-        DefinitionError with the position unchanged (see skip_at)."""
+        at or below `last_seq`, else what changed, as `apply` returns it. A refused change
+        raises DefinitionError with the position unchanged (see skip_at; store/external.py)."""
         return external.apply_at(self, seq, definitions, force)
 
     @engine_errors
@@ -249,6 +244,14 @@ class FeatureStore:
         replica refuses alike (a batch that fails validation, a refused definitions change).
         False when `seq` is at or below `last_seq`. `reason` is kept in the commit log."""
         return external.skip_at(self, seq, reason)
+
+    @engine_errors
+    def delete_at(
+        self, seq: int, targets: Mapping[str, Mapping[str, Any]], time_ns: int
+    ) -> dict[str, int] | None:
+        """Delete `targets` ({view: {join key: [values]}}) at the external position `seq`, at the
+        log writer's time `time_ns`: {view: entities deleted}, None at or below `last_seq`."""
+        return external.delete_at(self, seq, targets, time_ns)
 
     @engine_errors
     def delete(self, view: str, entities: Mapping[str, Sequence[Any]]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from offline import OfflineStore
 from online import LSMTree, TreeOptions
-from store.definitions import FeatureView
+from store.definitions import Definitions, FeatureView
 from store.deletes import (
     DeletedKeys,
     apply_delete,
@@ -80,9 +80,28 @@ def forget(
 ) -> dict[str, Any]:
     """FeatureStore.forget: {"seq", "deleted", "views": {view: entities deleted}}."""
     writes.check_open()
-    ent = snap.defs.entities.get(entity)
+    jks, cols, views = entity_keys(snap.defs, entity, values)
+    targets: dict[str, pa.Table] = {}
+    for fv in views:
+        own = entity_table(narrow_view(fv, jks), cols)
+        if set(fv.join_keys) == set(jks):
+            targets[fv.name] = own.select(fv.join_keys)
+        else:
+            targets[fv.name] = _composite(off, snap.storage[fv.name], fv, own)
+    seq, per_view = _write(writes, off, sticky, keys, targets, snap.storage)
+    return {"seq": seq, "deleted": sum(per_view.values()), "views": per_view}
+
+
+def entity_keys(
+    defs: Definitions, entity: str, values: Sequence[Any]
+) -> tuple[list[str], dict[str, list[Any]], list[FeatureView]]:
+    """Check a forget's keys: (the entity's join keys, the given key values by join key, the
+    feature views keyed by the entity, composite keys included). values: plain values for a
+    one-key entity, else lists/tuples in join key order or {join key: value} mappings. Raises
+    ValidationError naming the entity and the key's position."""
+    ent = defs.entities.get(entity)
     if ent is None:
-        raise _unknown("entity", entity, snap.defs.entities)
+        raise _unknown("entity", entity, defs.entities)
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
         raise ValidationError(f"entity {entity!r}: keys must be a non-empty list of key values")
     jks = list(ent.join_keys)
@@ -100,21 +119,13 @@ def forget(
             raise ValidationError(f"entity {entity!r}: key {i} must have {len(jks)} values")
         for k, x in zip(jks, row, strict=True):
             cols[k].append(x)
-    views = [fv for fv in snap.defs.feature_views.values() if entity in fv.entities]
+    views = [fv for fv in defs.feature_views.values() if entity in fv.entities]
     if not views:
         raise ValidationError(f"entity {entity!r}: no feature view is keyed by it")
-    targets: dict[str, pa.Table] = {}
-    for fv in views:
-        own = entity_table(_narrow(fv, jks), cols)
-        if set(fv.join_keys) == set(jks):
-            targets[fv.name] = own.select(fv.join_keys)
-        else:
-            targets[fv.name] = _composite(off, snap.storage[fv.name], fv, own)
-    seq, per_view = _write(writes, off, sticky, keys, targets, snap.storage)
-    return {"seq": seq, "deleted": sum(per_view.values()), "views": per_view}
+    return jks, cols, views
 
 
-def _narrow(fv: FeatureView, jks: list[str]) -> FeatureView:
+def narrow_view(fv: FeatureView, jks: list[str]) -> FeatureView:
     """`fv` as if keyed by the entity's join keys only (to type the given values)."""
     return replace(fv, keys=tuple((k, t) for k, t in fv.keys if k in jks))
 

@@ -163,17 +163,22 @@ class WritePath:
             self.quiesce()
             if seq <= self._applied_seq:
                 return False
-            try:
-                self._log.append(seq, view_name, marker)
-                self._next_seq = seq + 1
-                self._log.sync(seq)
-            except BaseException as e:
-                self._fail(e)
-                raise
+            self.append_durably(seq, view_name, marker)
             with self._applied:
                 self._applied_seq = seq
                 self._applied.notify_all()
         return True
+
+    def append_durably(self, seq: int, name: str, payload: pa.Table) -> None:
+        """Caller holds `lock`, every logged batch applied: append the record `name` at `seq`
+        and fsync it. A failure latches the store."""
+        try:
+            self._log.append(seq, name, payload)
+            self._next_seq = seq + 1
+            self._log.sync(seq)
+        except BaseException as e:
+            self._fail(e)
+            raise
 
     def _current_snapshot(self, view: FeatureView) -> Snapshot:
         """Caller holds `lock`: the current snapshot; ConflictError when `view` is no longer

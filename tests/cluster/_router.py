@@ -30,7 +30,9 @@ class RouterProcess:
         self.config, self.log = config, log
         self.url = yaml.safe_load(config.read_text())["router"]["url"]
         self.proc: subprocess.Popen[bytes] | None = None
-        self.client = httpx.Client(timeout=30)
+        # no idle keep-alive connections: a request sent on one just as the server's keep-alive
+        # timeout closes it is reset (the race any HTTP client has with an idle connection)
+        self.client = httpx.Client(timeout=30, limits=httpx.Limits(max_keepalive_connections=0))
 
     def start(self, ready_timeout_s: float = 60.0) -> None:
         t0 = time.monotonic()
